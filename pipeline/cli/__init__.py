@@ -1,0 +1,47 @@
+"""The ``fpd`` command line: one sub-command module per stage, each calling the plain pipeline functions.
+
+Every module in ``COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its sub-command(s) and sets
+``func`` to a callable taking the parsed namespace and returning an exit code. Heavy imports (torch, h5py)
+happen inside those callables so that ``fpd --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMAND_MODULES = (
+    "pipeline.cli.models_cmd",
+    "pipeline.cli.data_cmd",
+    "pipeline.cli.eval_cmd",
+    "pipeline.cli.infer_cmd",
+    "pipeline.cli.cache_cmd",
+    "pipeline.cli.train_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fpd", description="Fast Pose Distillation pipeline")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, FileNotFoundError, ValueError) as exc:
+        print(f"fpd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

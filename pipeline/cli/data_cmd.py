@@ -1,0 +1,9 @@
+"""`fpd data` (placeholder: its owner replaces this module)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    pass
