@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers (policy in the decorator) over the plain functions of ``flows.stages``."""

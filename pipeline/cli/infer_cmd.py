@@ -1,9 +1,100 @@
-"""`fpd infer` (placeholder: its owner replaces this module)."""
+"""`fpd infer`: flip-test teacher heatmaps for MPII / COCO / folder sources into a teacher target cache."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
+
+SHOWN_FAILURES = 10
+
+_DESCRIPTION = """\
+Run the teacher (with flip test) over every person of the given sources and store its heatmaps and decoded
+joints in the cache folder. Samples already cached with the same image content are skipped, so running again
+after adding a folder infers only the new images, and an interrupted run resumes where it stopped. Several
+processes can fill one cache side by side with --shard 0/N ... N-1/N.
+"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    pass
+    parser = subparsers.add_parser(
+        "infer", help="teacher inference into a target cache", description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--teacher", required=True, metavar="PRESET", help="teacher model preset (see `fpd models`)")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="teacher weights (loaded strictly)")
+    parser.add_argument("--cache", required=True, type=Path, help="cache folder (created if missing)")
+    parser.add_argument("--mpii", action="append", default=[], metavar="ROOT[:split]", help="MPII source (valid)")
+    parser.add_argument("--coco", action="append", default=[], metavar="ROOT[:split]", help="COCO source (val2017)")
+    parser.add_argument("--folder", action="append", default=[], metavar="DIR", help="folder of unlabelled images")
+    parser.add_argument("--detections", type=Path, help="person detections for the --coco sources (default: GT boxes)")
+    parser.add_argument("--shard", default="0/1", metavar="I/N", help="this process's slot of N (default 0/1)")
+    parser.add_argument("--batch-size", type=int, default=32, help="crops per forward pass (default 32)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
+    parser.add_argument("--workers", type=int, default=2, help="image decoding processes (default 2)")
+    parser.add_argument("--shard-size", type=int, default=512, help="samples per shard file (default 512)")
+    parser.add_argument("--decode", choices=("hrnet", "dark"), default="hrnet", help="joint decoding rule")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) with 0 <= I < N."""
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= index < count:
+        raise ValueError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from models.presets import create_from_preset, get_preset
+    from pipeline.cli import UserError
+    from pipeline.data.sources import load_source_report, parse_source_spec
+    from pipeline.inference import run_teacher_inference, teacher_provenance
+    from storage.cache import CacheLockedError, TeacherTargetCache
+    from storage.checkpoints import load_checkpoint, sha256_file
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    shard_index, num_shards = parse_shard(args.shard)
+    if not (args.mpii or args.coco or args.folder):
+        raise UserError("give at least one source: --mpii, --coco or --folder")
+    if args.detections is not None and not args.coco:
+        raise UserError("--detections applies to --coco sources, and none was given")
+    preset = get_preset(args.teacher)
+    model = create_from_preset(preset)
+    load_checkpoint(model, args.checkpoint, strict=True)
+    provenance = teacher_provenance(preset, sha256_file(args.checkpoint), decode=args.decode)
+    cache = TeacherTargetCache(args.cache).open_or_create(provenance)
+
+    aspect = preset.input_size[0] / preset.input_size[1]
+    records = []
+    for kind, texts in (("mpii", args.mpii), ("coco", args.coco), ("folder", args.folder)):
+        for text in texts:
+            spec = parse_source_spec(kind, text)
+            found, skipped = load_source_report(spec, aspect, detections=args.detections if kind == "coco" else None)
+            print(f"{spec.kind} {spec.root}{':' + spec.split if spec.split else ''}: {len(found)} persons")
+            for name, reason in skipped[:SHOWN_FAILURES]:
+                print(f"  skipped {name}: {reason}")
+            records.extend(found)
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        report = run_teacher_inference(
+            model, preset, records, cache, batch_size=args.batch_size, device=device, shard_index=shard_index,
+            num_shards=num_shards, num_workers=args.workers, shard_size=args.shard_size,
+            progress=not args.no_progress,
+        )  # fmt: skip
+    except CacheLockedError as exc:
+        raise UserError(str(exc)) from None
+    print(f"slot {shard_index}/{num_shards}: {report.new} new, {report.skipped} skipped, {report.failed} failed "
+          f"({len(report.shards)} shards written to {cache.path})")  # fmt: skip
+    for name in report.failed_files[:SHOWN_FAILURES]:
+        print(f"  failed: {name}")
+    if len(report.failed_files) > SHOWN_FAILURES:
+        print(f"  ... and {len(report.failed_files) - SHOWN_FAILURES} more files")
+    return 0

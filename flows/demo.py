@@ -1,0 +1,166 @@
+"""Helpers of ``flows/demo.sh`` (``make demo``): data and teachers, COCO parameters, tables, the rerun summary.
+
+The demo's MPII parameters are those of the ``distill-flow/demo`` deployment in ``prefect.yaml``; the COCO run
+swaps the dataset-specific ones (presets, data root, cache, output). Sizes are tuned so that the whole demo
+takes under 10 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from flows.scoring import format_table
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = Path("demo_out")
+"""The demo folder, relative to the repository root (the deployment's working directory)."""
+
+
+@dataclass(frozen=True)
+class DemoSizes:
+    """How much the demo generates and trains (2 CPU cores, < 10 minutes in all)."""
+
+    train_images: int = 96
+    val_images: int = 32
+    unlabeled_folders: int = 2
+    images_per_folder: int = 48
+    new_folder_images: int = 24
+    teacher_epochs: int = 12
+    teacher_lr: float = 2e-3
+    seed: int = 0
+
+
+def deployment_parameters(name: str = "demo") -> dict[str, object]:
+    """The parameters of ``distill-flow/<name>`` as written in ``prefect.yaml``."""
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    return next(
+        d["parameters"] for d in spec["deployments"] if d["name"] == name and d["entrypoint"].endswith(":distill_flow")
+    )
+
+
+def dataset_parameters(dataset: str) -> dict[str, object]:
+    """The demo parameters for ``dataset`` (``mpii`` is the deployment's own; ``coco`` swaps its paths)."""
+    params = deployment_parameters()
+    if dataset == "mpii":
+        return params
+    return {
+        **params,
+        "teacher": {"preset": "tiny_teacher_coco", "checkpoint": str(OUT / "teachers/tiny_teacher_coco/weights.pt")},
+        "student": {"preset": "tiny_student_coco"},
+        "labelled": [{"dataset": "coco", "root": str(OUT / "data/coco")}],
+        "cache_dir": str(OUT / "cache/coco"),
+        "output_dir": str(OUT / "runs/coco"),
+        "evaluate": ["coco"],
+    }
+
+
+def prepare(sizes: DemoSizes) -> None:
+    """Generate both datasets and the unlabeled folders, then train each tiny teacher on ground truth alone."""
+    from pipeline.data.synthetic import SyntheticConfig, generate_dataset, generate_unlabeled_folder
+    from pipeline.training.config import DataConfig, LabelledSource, LossConfig, OptimConfig, TrainConfig
+    from pipeline.training.loop import train
+
+    config = SyntheticConfig(num_train=sizes.train_images, num_val=sizes.val_images, seed=sizes.seed)
+    for i in range(sizes.unlabeled_folders):
+        generate_unlabeled_folder(OUT / f"data/unlabeled/folder_{i}", sizes.images_per_folder, seed=sizes.seed + i)
+    for dataset in ("mpii", "coco"):
+        root = generate_dataset(OUT / "data" / dataset, dataset, config)
+        params = dataset_parameters(dataset)
+        split = "train" if dataset == "mpii" else "train2017"
+        teacher = TrainConfig(
+            student_preset=params["teacher"]["preset"],
+            data=DataConfig(labelled=(LabelledSource(dataset, str(root), split),), batch_size=32, workers=0),
+            optim=OptimConfig(lr=sizes.teacher_lr, epochs=sizes.teacher_epochs, milestones=(sizes.teacher_epochs - 2,)),
+            loss=LossConfig(alpha=0.0),  # a teacher learns from ground truth alone
+            output_dir=str(Path(params["teacher"]["checkpoint"]).parent),
+            device="cpu",
+            seed=sizes.seed,
+        )
+        result = train(teacher)
+        print(f"   teacher {teacher.student_preset}: {result.weights}")
+
+
+def add_folder(sizes: DemoSizes) -> Path:
+    """Drop a new unlabeled folder into the demo's unlabeled root."""
+    from pipeline.data.synthetic import generate_unlabeled_folder
+
+    folder = OUT / "data/unlabeled/folder_new"
+    generate_unlabeled_folder(folder, sizes.new_folder_images, seed=sizes.seed + 100)
+    return folder
+
+
+def cancel_running() -> int:
+    """Cancel every flow run still Running or Pending (before the demo stops its worker)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelling
+
+    active = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+        any_=[StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED])))  # fmt: skip
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=active)
+        for run in runs:
+            client.set_flow_run_state(run.id, Cancelling(), force=True)
+    return len(runs)
+
+
+def _metrics(dataset: str) -> list[dict[str, object]]:
+    return json.loads((OUT / "runs" / dataset / "metrics.json").read_text())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("prepare", help="generate data, train the tiny teachers")
+    sub.add_parser("params", help="print the demo parameters of a dataset as JSON").add_argument("dataset")
+    sub.add_parser("table", help="print the evaluation table of the MPII and COCO runs")
+    sub.add_parser("add-folder", help="drop a new unlabeled folder in")
+    sub.add_parser("rerun-summary", help="what the last MPII run inferred")
+    sub.add_parser("cancel-running", help="cancel active flow runs")
+    where = sub.add_parser("where", help="say where the outputs are")
+    where.add_argument("--api", default="")
+    where.add_argument("--seconds", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    sizes = DemoSizes()
+
+    if args.command == "prepare":
+        prepare(sizes)
+    elif args.command == "params":
+        print(json.dumps(dataset_parameters(args.dataset)))
+    elif args.command == "table":
+        print(format_table(_metrics("mpii") + _metrics("coco")))
+    elif args.command == "add-folder":
+        print(f"   new folder: {add_folder(sizes)} ({sizes.new_folder_images} images)")
+    elif args.command == "rerun-summary":
+        run = json.loads((OUT / "runs/mpii/run.json").read_text())
+        for source in run["sources"]:
+            print(f"   {source['source']}: {source['new_images']} of {source['images']} images inferred")
+        print(f"   teacher inference this run: {run['inferred']} samples")
+        print(format_table(_metrics("mpii")))
+    elif args.command == "cancel-running":
+        print(f"cancelled {cancel_running()} flow runs")
+    elif args.command == "where":
+        ui = args.api.removesuffix("/api")
+        print(f"== done in {args.seconds} s")
+        print(f"   Prefect UI (while a server runs on it): {ui}  (database: {OUT}/prefect_home)")
+        print(f"   browse later: PREFECT_HOME={OUT}/prefect_home .venv/bin/prefect server start --host 127.0.0.1")
+        print(f"   teacher caches: {OUT}/cache/mpii, {OUT}/cache/coco (fpd cache inspect <folder>)")
+        print(f"   overlays: {OUT}/runs/*/overlays/index.html;  report, metrics: {OUT}/runs/*/report.md, metrics.json")
+        print(f"   checkpoints: {OUT}/teachers/*/weights.pt, {OUT}/runs/*/students/*/weights.pt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

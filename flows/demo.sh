@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The one-command demo (`make demo`): CPU only, no download, everything under demo_out/ (git-ignored).
+#  1. start a Prefect server on a free loopback port, PREFECT_HOME in demo_out/ (stopped by PID on exit);
+#  2. generate MPII- and COCO-format datasets and unlabeled folders, train the two tiny teachers;
+#  3. register the deployments (prefect.yaml), start one worker on the `gpu` pool (a process pool);
+#  4. run distill-flow/demo for MPII and for COCO with `prefect deployment run ... --watch`; print the table;
+#  5. drop a new unlabeled folder in, run MPII again: only the new images are inferred.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+OUT=$REPO/demo_out
+BIN=$REPO/.venv/bin
+export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
+export PREFECT_HOME=$OUT/prefect_home PREFECT_WORKER_QUERY_SECONDS=2 PREFECT_LOGGING_LEVEL=WARNING
+export CUDA_VISIBLE_DEVICES=""  # the demo is the CPU path, even on a GPU machine
+START=$(date +%s)
+
+rm -rf "$OUT"
+mkdir -p "$PREFECT_HOME" "$OUT/logs"
+PORT=$("$BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export PREFECT_API_URL=http://127.0.0.1:$PORT/api
+SERVER_PID="" WORKER_PID=""
+
+cleanup() {
+  local status=$?
+  # Cancel what still runs before stopping the worker, else the run stays Running in the UI forever.
+  if [ -n "$WORKER_PID" ]; then
+    "$BIN/python" -m flows.demo cancel-running >/dev/null 2>&1 || true
+    kill -- -"$WORKER_PID" 2>/dev/null || true
+    wait "$WORKER_PID" 2>/dev/null || true
+  fi
+  if [ -n "$SERVER_PID" ]; then
+    kill -- -"$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    echo "Prefect server (PID $SERVER_PID) stopped."
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Job control: each background job gets its own process group, so `kill -- -PID` stops it with its children.
+set -m
+"$BIN/prefect" server start --host 127.0.0.1 --port "$PORT" >"$OUT/logs/server.log" 2>&1 &
+SERVER_PID=$!
+echo "== Prefect server PID $SERVER_PID on http://127.0.0.1:$PORT (log: demo_out/logs/server.log)"
+
+echo "== generating data and training the tiny teachers (while the server starts)"
+"$BIN/python" -m flows.demo prepare
+
+for _ in $(seq 120); do
+  curl -sf "$PREFECT_API_URL/health" >/dev/null 2>&1 && break
+  sleep 1
+done
+curl -sf "$PREFECT_API_URL/health" >/dev/null || { echo "server did not start, see $OUT/logs/server.log"; exit 1; }
+
+echo "== registering deployments and starting a worker on pool 'gpu'"
+"$BIN/prefect" work-pool create gpu --type process --overwrite >/dev/null
+"$BIN/prefect" --no-prompt deploy --all >"$OUT/logs/deploy.log" 2>&1
+"$BIN/prefect" worker start --pool gpu --limit 1 >"$OUT/logs/worker.log" 2>&1 &
+WORKER_PID=$!
+
+echo "== run 1: distill-flow/demo on MPII"
+"$BIN/prefect" deployment run distill-flow/demo --watch --flow-run-name demo-mpii
+echo "== run 2: distill-flow/demo on COCO"
+"$BIN/prefect" deployment run distill-flow/demo --watch --flow-run-name demo-coco \
+  --params "$("$BIN/python" -m flows.demo params coco)"
+"$BIN/python" -m flows.demo table
+
+echo "== a new unlabeled folder is dropped in; run 3: distill-flow/demo on MPII again"
+"$BIN/python" -m flows.demo add-folder
+"$BIN/prefect" deployment run distill-flow/demo --watch --flow-run-name demo-mpii-rerun
+"$BIN/python" -m flows.demo rerun-summary
+
+"$BIN/python" -m flows.demo where --api "$PREFECT_API_URL" --seconds $(($(date +%s) - START))

@@ -1,0 +1,146 @@
+"""``distill-flow``: discover sources, fill the teacher cache (sharded), train students, evaluate, report.
+
+The flow only composes tasks from ``tasks/``; each task wraps a plain function of ``flows.stages``. Re-running
+with nothing new skips inference (the cache manifest says what is done); a retried or re-run flow resumes student
+training from each student's own checkpoint.
+
+Run it locally: ``python -m flows.distill --params params.json``; on workers: see ``docs/prefect.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import unmapped
+
+from flows import scoring, sharding, stages, students
+from flows.params import (
+    Baseline,
+    Dataset,
+    DeviceParams,
+    DistillParams,
+    LabelledSource,
+    ScheduleParams,
+    StudentParams,
+    TeacherParams,
+)
+from tasks.evaluation import evaluate_model
+from tasks.inference import infer_shard, infer_shard_remote
+from tasks.reporting import publish_cache_report, publish_metrics
+from tasks.sources import discover_sources
+from tasks.training import train_student
+
+
+# Threads only wait on shard subprocesses or remote runs, so one per shard is enough; the work runs elsewhere.
+@flow(name="distill-flow", task_runner=ThreadPoolTaskRunner(max_workers=32))
+def distill_flow(
+    teacher: TeacherParams,
+    labelled: list[LabelledSource],
+    cache_dir: str,
+    output_dir: str,
+    student: StudentParams | None = None,
+    unlabeled_roots: list[str] | None = None,
+    alpha: float = 0.5,
+    use_ground_truth: bool = True,
+    baselines: list[Baseline] | None = None,
+    schedule: ScheduleParams | None = None,
+    evaluate: list[Dataset] | None = None,
+    coco_detections: str | None = None,
+    device: DeviceParams | None = None,
+    num_shards: int = 1,
+    shard_deployment: str | None = None,
+    render_overlays: int = 4,
+) -> dict[str, object]:
+    """Fast Pose Distillation end to end; the parameters are the fields of :class:`flows.params.DistillParams`.
+
+    Returns:
+        ``{"metrics": rows, "students": {variant: weights path}, "inferred": new cache samples}``.
+    """
+    # Unset optional parameters take the DistillParams defaults, so the defaults live in one place.
+    given = {name: value for name, value in locals().items() if value is not None}
+    return run_distillation(DistillParams.model_validate(given))
+
+
+def run_distillation(params: DistillParams) -> dict[str, object]:
+    """The body of ``distill-flow`` (must run inside a flow run: it calls tasks and creates artifacts)."""
+    logger = get_run_logger()
+    variants = stages.run_variants(params)
+    steps = 3 + len(variants)  # inference, each student, evaluation, report
+    progress = create_progress_artifact(0.0, key="distill-progress", description="distill-flow stages done (%)")
+
+    discovery = discover_sources(params)
+    shards = _infer(params, discovery)
+    update_progress_artifact(progress, 100.0 / steps)
+
+    trained: dict[str, students.StudentResult] = {}
+    for i, variant in enumerate(variants):
+        trained[variant] = train_student(params, variant, discovery)
+        update_progress_artifact(progress, 100.0 * (2 + i) / steps)
+
+    models = [("teacher", params.teacher.preset, params.teacher.checkpoint)]
+    models += [(f"student {v}", params.student.preset, trained[v].weights) for v in variants]
+    rows = [
+        scoring.metrics_row(label, preset, dataset, evaluate_model(params, dataset, preset, weights))
+        for dataset in params.evaluate
+        for label, preset, weights in models
+    ]
+    update_progress_artifact(progress, 100.0 * (steps - 1) / steps)
+
+    metrics_path = publish_metrics(params, rows)
+    report_path = publish_cache_report(params, discovery, shards)
+    update_progress_artifact(progress, 100.0)
+    logger.info("metrics: %s; report: %s; cache: %s", metrics_path, report_path, params.cache_dir)
+    return {
+        "metrics": rows,
+        "students": {v: s.weights for v, s in trained.items()},
+        "inferred": sum(s.new for s in shards),
+    }
+
+
+def _infer(params: DistillParams, discovery: stages.Discovery) -> list[sharding.ShardReport]:
+    """Map teacher inference over the shards, or skip it when the cache already holds every sample."""
+    logger = get_run_logger()
+    if discovery.new_samples == 0:
+        logger.info("teacher cache is up to date: inference skipped")
+        return []
+    shard_ids = list(range(params.num_shards))
+    if params.shard_deployment:
+        futures = infer_shard_remote.map(
+            unmapped(params), shard_ids, unmapped(params.num_shards), unmapped(params.shard_deployment)
+        )
+    else:
+        futures = infer_shard.map(unmapped(params), shard_ids, unmapped(params.num_shards))
+    reports = list(futures.result())
+    for report in reports:
+        logger.info(
+            "shard %d/%d: %d new, %d skipped, %d failed",
+            report.shard_index,
+            report.num_shards,
+            report.new,
+            report.skipped,
+            report.failed,
+        )
+        for path in report.failed_files:
+            logger.warning("teacher could not read %s", path)
+    return reports
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the flow once in this process (ephemeral Prefect API unless PREFECT_API_URL is set)."""
+    parser = argparse.ArgumentParser(prog="python -m flows.distill", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", required=True, help="JSON file of distill-flow parameters")
+    args = parser.parse_args(argv)
+    with open(args.params, encoding="utf-8") as handle:
+        result = distill_flow(**json.load(handle))
+    print(json.dumps(result["metrics"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

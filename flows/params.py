@@ -1,0 +1,119 @@
+"""Typed parameters of ``distill-flow``: one pydantic model, so the Prefect UI renders a form and rejects bad runs.
+
+The model is the one config object of a run (house style: built and validated at the edge, then unpacked into the
+plain functions' explicit arguments by the tasks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Dataset = Literal["mpii", "coco"]
+Baseline = Literal["gt_only", "fpd_labelled"]
+"""Extra students trained for comparison: ``gt_only`` (alpha=0, no teacher), ``fpd_labelled`` (no unlabeled data)."""
+
+DEFAULT_SPLITS: dict[str, tuple[str, str]] = {"mpii": ("train", "valid"), "coco": ("train2017", "val2017")}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TeacherParams(_Frozen):
+    """The teacher whose flip-test heatmaps fill the cache."""
+
+    preset: str = Field("hg8_256", description="models preset name, e.g. hg8_256, hrnet_w48_256x192")
+    checkpoint: str = Field(..., description="teacher weights (.pth); its sha256 is part of the cache identity")
+
+
+class StudentParams(_Frozen):
+    """The student trained on ground truth and cached teacher heatmaps."""
+
+    preset: str = Field("hg4_128", description="models preset name, e.g. hg4_128, hrnet_w32_256x192")
+    init_checkpoint: str | None = Field(None, description="optional weights to start from (e.g. ImageNet backbone)")
+
+
+class LabelledSource(_Frozen):
+    """One labelled dataset root in its genuine layout (MPII: annot/*.json + images/; COCO: annotations/ + images/)."""
+
+    dataset: Dataset
+    root: str
+    train_split: str | None = Field(None, description="defaults: mpii 'train', coco 'train2017'")
+    val_split: str | None = Field(None, description="defaults: mpii 'valid', coco 'val2017'")
+
+    @property
+    def train(self) -> str:
+        return self.train_split or DEFAULT_SPLITS[self.dataset][0]
+
+    @property
+    def val(self) -> str:
+        return self.val_split or DEFAULT_SPLITS[self.dataset][1]
+
+
+class ScheduleParams(_Frozen):
+    """Student optimisation schedule (Adam with step decay, as in HRNet and FPD)."""
+
+    epochs: int = Field(140, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    milestones: list[int] = Field(default_factory=lambda: [90, 120])
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+
+
+class DeviceParams(_Frozen):
+    """Where and how fast: the worker's visible GPUs are used; ``cpu`` forces CPU."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+    num_workers: int = Field(4, ge=0, description="data-loading processes per training / inference process")
+    inference_batch_size: int = Field(64, ge=1)
+    torch_threads: int | None = Field(None, ge=1, description="CPU threads per process (None: torch default)")
+
+
+class DistillParams(_Frozen):
+    """Everything one ``distill-flow`` run needs."""
+
+    teacher: TeacherParams
+    student: StudentParams = StudentParams()
+    labelled: list[LabelledSource] = Field(..., min_length=1)
+    unlabeled_roots: list[str] = Field(
+        default_factory=list, description="every sub-folder of each root is a source; new folders are picked up"
+    )
+    cache_dir: str = Field(..., description="teacher cache folder (shared by all workers and runs)")
+    output_dir: str = Field(..., description="checkpoints, metrics.json, report.md, overlays")
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the teacher loss; 1 - alpha on ground truth")
+    use_ground_truth: bool = True
+    baselines: list[Baseline] = Field(default_factory=list, description="extra students for the comparison table")
+    schedule: ScheduleParams = ScheduleParams()
+    evaluate: list[Dataset] = Field(default_factory=list, description="validation sets to score teacher and students")
+    coco_detections: str | None = Field(None, description="person detections json for COCO val (None: GT boxes)")
+    device: DeviceParams = DeviceParams()
+    num_shards: int = Field(1, ge=1, description="teacher-inference shards run side by side")
+    shard_deployment: str | None = Field(
+        None, description="run each shard as a run of this deployment (e.g. 'teacher-inference/default') on any worker"
+    )
+    render_overlays: int = Field(4, ge=0, description="cached heatmaps rendered over their crops for the report")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> DistillParams:
+        datasets = [s.dataset for s in self.labelled]
+        if len(set(datasets)) != len(datasets):
+            raise ValueError(f"one labelled source per dataset, got {datasets}")
+        if len(set(datasets)) > 1:
+            # A heatmap channel means one joint set: MPII and COCO need separate runs (teachers differ).
+            raise ValueError("MPII and COCO have different joint sets: run distill-flow once per dataset")
+        missing = sorted(set(self.evaluate) - set(datasets))
+        if missing:
+            raise ValueError(f"evaluate {missing} needs a labelled source of that dataset")
+        return self
+
+    def source(self, dataset: Dataset) -> LabelledSource:
+        """The labelled source of ``dataset``."""
+        return next(s for s in self.labelled if s.dataset == dataset)
+
+    @property
+    def output_path(self) -> Path:
+        return Path(self.output_dir)

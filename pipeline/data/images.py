@@ -1,0 +1,159 @@
+"""Image decoding to RGB (any Pillow mode), JPEG draft decoding, content fingerprints, network input tensors.
+
+Pixels are read as stored: the EXIF orientation tag is ignored, as MPII/COCO annotations refer to the raw pixel
+grid (and so do HRNet and MMPose, which read with OpenCV's ``IMREAD_IGNORE_ORIENTATION``).
+
+JPEG draft mode: libjpeg can decode at 1/2, 1/4 or 1/8 of the size by scaling the DCT, several times faster than
+a full decode. A crop that shrinks the image anyway (zoom < 1/2) loses nothing visible by starting from such a
+reduced image. Reduced pixel ``i`` averages the original pixels ``k*i .. k*i + k - 1``, so its centre is the
+original coordinate ``k * i + (k - 1) / 2``: ``LoadedImage.draft_to_original`` is that matrix, to compose with
+the crop matrix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DRAFT_FACTORS = (8, 4, 2)
+
+
+class ImageDecodeError(ValueError):
+    """An image file that cannot be read: missing, not an image, corrupt or truncated. The message names it."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded image.
+
+    Attributes:
+        image: the RGB image, reduced by ``draft_factor`` in each direction.
+        draft_factor: 1 for a full decode, else the JPEG draft reduction (2, 4 or 8).
+        original_size: (width, height) of the stored image.
+    """
+
+    image: Image.Image
+    draft_factor: int
+    original_size: tuple[int, int]
+
+    @property
+    def draft_to_original(self) -> np.ndarray:
+        """(2, 3) matrix from decoded pixel coordinates to original ones: ``x = k * x_draft + (k - 1) / 2``."""
+        k = float(self.draft_factor)
+        return np.array([[k, 0.0, (k - 1.0) / 2.0], [0.0, k, (k - 1.0) / 2.0]])
+
+
+def draft_factor_for(zoom: float) -> int:
+    """The largest JPEG reduction (8, 4, 2, else 1) that keeps at least the crop's resolution.
+
+    Args:
+        zoom: crop output pixels per original image pixel.
+    """
+    for k in DRAFT_FACTORS:
+        if zoom * k <= 1.0:
+            return k
+    return 1
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, keeping the colour channels and dropping alpha."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I") or mode == "F":
+        # 16/32-bit grey: Pillow's own conversion clips at 255; rescale 16-bit data to 8 bits instead.
+        values = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16") or (mode == "I" and values.max(initial=0.0) > 255.0):
+            values = values / 257.0
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # palette transparency is only understood via RGBA
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path, *, draft_scale: float | None = None) -> LoadedImage:
+    """Decode an image file to RGB.
+
+    Args:
+        path: image file.
+        draft_scale: the crop zoom (output pixels per image pixel) the image is decoded for. Below 1/2, a JPEG
+            is decoded at a reduced size that still has at least the crop's resolution (see the module notes);
+            None or other formats: full decode.
+
+    Returns:
+        The decoded image and its draft factor.
+
+    Raises:
+        ImageDecodeError: missing, unreadable, corrupt or truncated file; the message names the file and cause.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            original_size = image.size
+            factor = 1
+            if draft_scale is not None and image.format == "JPEG":
+                wanted = draft_factor_for(draft_scale)
+                if wanted > 1:
+                    request = (max(image.width // wanted, 1), max(image.height // wanted, 1))
+                    result = image.draft(None, request)
+                    if result is not None:
+                        factor = round(original_size[0] / result[1][2])
+            image.load()
+            rgb = _to_rgb(image)  # loaded pixels outlive the file handle closed by the with block
+    except FileNotFoundError:
+        raise ImageDecodeError(f"{path}: file not found") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"{path}: not a readable image (unknown format or corrupt header)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"{path}: cannot decode ({exc})") from exc
+    return LoadedImage(image=rgb, draft_factor=factor, original_size=original_size)
+
+
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file header only (Pillow opens lazily), for cheap scans of large folders.
+
+    Raises:
+        ImageDecodeError: missing file or unreadable header.
+    """
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise ImageDecodeError(f"{path}: file not found") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"{path}: not a readable image (unknown format or corrupt header)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"{path}: cannot read header ({exc})") from exc
+
+
+def image_fingerprint(path: str | Path) -> str:
+    """Content hash of the file: blake2b of its bytes, 32 hex characters (changes when the image changes)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def to_tensor(crop: Image.Image, color_order: str) -> torch.Tensor:
+    """A network input: (3, H, W) float32, ImageNet-normalised, channels in ``color_order``.
+
+    The one place colour order is applied: ``"BGR"`` swaps the channels first (models trained with OpenCV
+    decoding, e.g. the MPII hourglass presets), then the ImageNet mean/std are applied in that channel order
+    as those codebases do.
+    """
+    if color_order not in ("RGB", "BGR"):
+        raise ValueError(f"color_order must be 'RGB' or 'BGR', got {color_order!r}")
+    array = np.asarray(crop.convert("RGB") if crop.mode != "RGB" else crop, dtype=np.float32) / 255.0
+    if color_order == "BGR":
+        array = array[:, :, ::-1]
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(((array - mean) / std).transpose(2, 0, 1)))

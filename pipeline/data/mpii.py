@@ -1,0 +1,156 @@
+"""MPII Human Pose in HRNet's / MMPose's json layout.
+
+Layout of an MPII root::
+
+    images/<name>.jpg
+    annot/<split>.json      list of {image, center, scale, joints (16 x [x, y], 1-based), joints_vis (16)}
+    annot/gt_<split>.mat    evaluation ground truth (HRNet's gt_valid.mat; read by the PCKh evaluation)
+
+Conventions, those of HRNet's ``mpii.py`` so that published checkpoints see the crops they were trained on:
+
+* joints are MATLAB 1-based in the json: subtract 1;
+* a joint is missing when its ``joints_vis`` is 0 or it is written ``[-1, -1]``: visibility 0;
+* the raw MPII centre sits high on the body and the scale is tight: ``center_y += 15 * s`` (x is kept), then
+  ``s *= 1.25``; the box is square ``(s, s)``, widened to the model input aspect when that is not 1;
+* a split without joints (``test.json``) gives unlabelled records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from pipeline.data.joints import MPII
+from pipeline.data.paths import check_relative
+from pipeline.data.records import SampleRecord
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("image", "center", "scale")
+MAT_JOINT_NAMES = ("rank", "rkne", "rhip", "lhip", "lkne", "lank", "pelv", "thor",
+                   "neck", "head", "rwri", "relb", "rsho", "lsho", "lelb", "lwri")  # fmt: skip
+"""``dataset_joints`` of HRNet's ``gt_valid.mat``."""
+
+
+def annotation_path(root: Path, split: str) -> Path:
+    """``root/annot/<split>.json``."""
+    return Path(root) / "annot" / f"{split}.json"
+
+
+def ground_truth_path(root: Path, split: str) -> Path:
+    """``root/annot/gt_<split>.mat``, the PCKh ground truth of the split (``gt_valid.mat`` for ``valid``)."""
+    return Path(root) / "annot" / f"gt_{split}.mat"
+
+
+def fit_aspect(size: float, input_aspect: float) -> tuple[float, float]:
+    """A square box of side ``size`` grown along one side to the ``input_aspect`` (w / h)."""
+    return (size, size / input_aspect) if input_aspect <= 1.0 else (size * input_aspect, size)
+
+
+def _read_entries(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"MPII annotation file not found: {path}")
+    try:
+        entries = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid json ({exc})") from None
+    if isinstance(entries, dict):
+        hint = " (it looks like a COCO file)" if "annotations" in entries or "images" in entries else ""
+        raise ValueError(f"{path}: expected the HRNet MPII json list of persons, got an object{hint}")
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected the HRNet MPII json list of persons, got {type(entries).__name__}")
+    return entries
+
+
+def _parse_joints(entry: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
+    joints = np.asarray(entry["joints"], dtype=np.float32)
+    if joints.shape != (MPII.num_joints, 2):
+        raise ValueError(f"{where}: 'joints' must be {MPII.num_joints} x [x, y], got shape {joints.shape}")
+    flags = np.asarray(entry.get("joints_vis", np.ones(MPII.num_joints)), dtype=np.float32).reshape(-1)
+    if flags.shape != (MPII.num_joints,):
+        raise ValueError(f"{where}: 'joints_vis' must have {MPII.num_joints} entries, got {flags.shape[0]}")
+    unlabelled = np.all(joints == -1.0, axis=1)
+    visibility = ((flags > 0) & ~unlabelled).astype(np.float32)
+    return joints - 1.0, visibility
+
+
+def load_mpii(root: str | Path, split: str, input_aspect: float = 1.0) -> list[SampleRecord]:
+    """Parse ``root/annot/<split>.json`` into records, in file order (the order of ``gt_<split>.mat``).
+
+    Args:
+        root: MPII root (``images/``, ``annot/``).
+        split: ``train``, ``valid``, ``test`` or any ``annot/<split>.json``.
+        input_aspect: model input width / height; MPII presets are square.
+
+    Returns:
+        One record per person; ``instance_id`` is ``"<image>#<k>"``, the k-th person of that image in the file.
+
+    Raises:
+        FileNotFoundError: no such annotation file.
+        ValueError: the file is not an HRNet MPII json (wrong type, missing keys, wrong joint count).
+    """
+    root = Path(root)
+    path = annotation_path(root, split)
+    entries = _read_entries(path)
+    images_dir = root / "images"
+    per_image: dict[str, int] = {}
+    records = []
+    for i, entry in enumerate(entries):
+        where = f"{path} entry {i}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected an object, got {type(entry).__name__}")
+        missing = [key for key in REQUIRED_KEYS if key not in entry]
+        if missing:
+            raise ValueError(f"{where}: missing key(s) {', '.join(missing)} (keys: {sorted(entry)})")
+        image = check_relative(str(entry["image"]), images_dir)
+        s = float(np.asarray(entry["scale"], dtype=np.float64).reshape(-1)[0])
+        cx, cy = (float(v) for v in entry["center"])
+        if cx != -1:  # HRNet leaves the "no box" marker alone
+            cy += 15.0 * s
+            s *= 1.25
+        joints = visibility = None
+        if "joints" in entry:
+            joints, visibility = _parse_joints(entry, where)
+        k = per_image.get(image, 0)
+        per_image[image] = k + 1
+        records.append(
+            SampleRecord(
+                source=f"mpii/{split}",
+                root=images_dir,
+                image=image,
+                center=(cx, cy),
+                scale=fit_aspect(s, input_aspect),
+                instance_id=f"{image}#{k}",
+                joints=joints,
+                visibility=visibility,
+            )
+        )
+    logger.info("mpii/%s: %d persons from %s", split, len(records), path)
+    return records
+
+
+def write_mpii_gt_mat(path: Path, people: list[dict]) -> None:
+    """Write HRNet's ``gt_valid.mat`` for HRNet json entries (same order), what the PCKh evaluation reads.
+
+    Args:
+        path: the .mat file to write.
+        people: json entries (1-based ``joints``, ``joints_vis``) with a ``headbox`` [x1, y1, x2, y2] (1-based).
+    """
+    n = len(people)
+    pos = np.zeros((16, 2, n))
+    missing = np.ones((16, n), dtype=np.uint8)
+    heads = np.zeros((2, 2, n))
+    for j, person in enumerate(people):
+        vis = np.asarray(person["joints_vis"], dtype=bool)
+        pos[vis, :, j] = np.asarray(person["joints"])[vis]
+        missing[vis, j] = 0
+        heads[:, :, j] = np.asarray(person["headbox"]).reshape(2, 2)
+    names = np.empty((1, 16), dtype=object)
+    for k, name in enumerate(MAT_JOINT_NAMES):
+        names[0, k] = np.array([name])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(path, {"dataset_joints": names, "jnt_missing": missing, "pos_gt_src": pos, "headboxes_src": heads})

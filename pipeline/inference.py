@@ -1,0 +1,180 @@
+"""Teacher inference into the target cache: crop, flip-test forward, decode, stream to shards.
+
+Worker processes decode and crop images (``CropDataset``) while the model runs; the model sees one doubled
+batch per step (image + mirror, ``pipeline.flip.flip_test``) in ``torch.inference_mode``, channels-last, under
+bf16 autocast on CUDA. Records are split between ``num_shards`` processes by a stable hash of their key, so
+several processes (or machines sharing a folder) can fill one cache side by side, each in its own lock slot.
+Re-running skips what the cache already holds (``TeacherTargetCache.missing``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from models.presets import ModelPreset
+from pipeline.codec import HeatmapCodec
+from pipeline.data.crops import CropDataset
+from pipeline.data.joints import get_joint_set
+from pipeline.data.records import SampleRecord
+from pipeline.flip import final_heatmaps, flip_test
+from storage.cache import TeacherTargetCache
+from storage.cache_provenance import CacheMismatchError, CacheProvenance
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InferenceReport:
+    """Outcome of one inference run over this process's slot.
+
+    Attributes:
+        new: samples inferred and written by this run.
+        skipped: samples of this slot already in the cache (same key and image content).
+        failed: samples whose image could not be decoded (not written; a later run retries them).
+        failed_files: the paths of the images that failed, each once, in the order met.
+        shards: names of the shards this run committed.
+    """
+
+    new: int
+    skipped: int
+    failed: int
+    failed_files: tuple[str, ...]
+    shards: tuple[str, ...] = ()
+
+
+def teacher_provenance(
+    preset: ModelPreset, checkpoint_sha256: str, *, flip: bool = True, flip_shift: bool = True, decode: str = "hrnet"
+) -> CacheProvenance:
+    """The cache identity of ``preset`` with the weights hashed to ``checkpoint_sha256``."""
+    joints = get_joint_set(preset.joint_set)
+    return CacheProvenance(
+        teacher_preset=preset.name,
+        checkpoint_sha256=checkpoint_sha256,
+        input_size=preset.input_size,
+        heatmap_size=preset.heatmap_size,
+        joint_set=preset.joint_set,
+        joint_names=joints.names,
+        flip_pairs=joints.flip_pairs,
+        flip_test=flip,
+        flip_shift=flip_shift,
+        decode=decode,
+        color_order=preset.color_order,
+    )
+
+
+def slot_of(key: tuple[str, str, str], num_shards: int) -> int:
+    """The slot (0..num_shards-1) of a record key: a hash that is the same in every process and Python run."""
+    digest = hashlib.blake2b("\x00".join(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % num_shards
+
+
+def select_slot(records: Sequence[SampleRecord], shard_index: int, num_shards: int) -> list[SampleRecord]:
+    """The records that slot ``shard_index`` of ``num_shards`` is responsible for."""
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard index {shard_index} is not in 0..{num_shards - 1}")
+    return [r for r in records if slot_of(r.key, num_shards) == shard_index]
+
+
+def run_teacher_inference(
+    model: nn.Module,
+    preset: ModelPreset,
+    records: Sequence[SampleRecord],
+    cache: TeacherTargetCache,
+    *,
+    batch_size: int,
+    device: str | torch.device,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    num_workers: int = 2,
+    shard_size: int = 512,
+    progress: bool = True,
+) -> InferenceReport:
+    """Infer teacher heatmaps for the records of this slot that the cache lacks, and store them.
+
+    The cache must have been opened with this teacher's provenance (``cache.open_or_create``); its flip,
+    shift and decode settings are the ones applied here. Images that cannot be decoded are counted and
+    named in the report; they never stop the run.
+
+    Args:
+        model: the teacher, weights loaded; returns (N, K, H, W) heatmaps or a list of them (hourglass).
+        preset: the teacher's preset (input/heatmap size, joint set, colour order).
+        records: every record to cover; this process takes those of its slot.
+        cache: the target cache.
+        batch_size: crops per forward (the flip test doubles it inside the model).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        shard_index: this process's slot.
+        num_shards: number of processes filling the cache side by side.
+        num_workers: DataLoader processes decoding and cropping (0: in this process).
+        shard_size: samples per shard file (bounds the writer's memory).
+        progress: show a tqdm bar.
+
+    Returns:
+        New, skipped and failed counts, the failed file names and the committed shards.
+    """
+    provenance = cache.provenance
+    expected = teacher_provenance(preset, provenance.checkpoint_sha256, flip=provenance.flip_test,
+                                  flip_shift=provenance.flip_shift, decode=provenance.decode)  # fmt: skip
+    differences = provenance.diff(expected)
+    if differences:
+        raise CacheMismatchError(str(cache.path), differences)
+
+    mine = select_slot(records, shard_index, num_shards)
+    device = torch.device(device)
+    on_cuda = device.type == "cuda"
+    model = model.to(device).eval().to(memory_format=torch.channels_last)
+    codec = HeatmapCodec(preset.input_size, preset.heatmap_size)
+    permutation = get_joint_set(preset.joint_set).flip_permutation()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
+    failed: list[str] = []
+    new = 0
+    # The writer is opened first: it adopts shards an interrupted run renamed but did not list, so that
+    # planning below does not infer their samples again.
+    with cache.writer(shard_index=shard_index, num_shards=num_shards, shard_size=shard_size) as writer:
+        todo = cache.missing(mine)
+        skipped = len(mine) - len(todo)
+        logger.info("slot %d/%d: %d records, %d cached, %d to infer", shard_index, num_shards, len(mine), skipped,
+                    len(todo))  # fmt: skip
+        loader = DataLoader(
+            CropDataset(todo, preset.input_size, preset.color_order),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers if todo else 0,
+            pin_memory=on_cuda,
+            prefetch_factor=4 if num_workers > 0 and todo else None,
+        )
+        with torch.inference_mode(), tqdm(total=len(todo), desc="teacher", unit="crop", disable=not progress) as bar:
+            for batch in loader:
+                ok = batch["ok"]
+                for i, good in zip(batch["index"].tolist(), ok.tolist(), strict=True):
+                    if not good:
+                        failed.append(str(todo[i].path))
+                bar.update(len(ok))
+                if not ok.any():
+                    continue
+                batch_records = [todo[i] for i in batch["index"][ok].tolist()]
+                images = batch["image"][ok].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                with autocast:
+                    if provenance.flip_test:
+                        heatmaps = flip_test(model, images, permutation, shift=provenance.flip_shift)
+                    else:
+                        heatmaps = final_heatmaps(model(images))
+                heatmaps = heatmaps.float()
+                coords, maxvals = codec.decode(heatmaps, method=provenance.decode)
+                centers, scales = [r.center for r in batch_records], [r.scale for r in batch_records]
+                writer.add(batch_records, heatmaps.cpu().numpy(), coords.cpu().numpy(),
+                           codec.to_image(coords, centers, scales), maxvals.cpu().numpy())  # fmt: skip
+                new += len(batch_records)
+    failed_files = tuple(dict.fromkeys(failed))
+    if failed_files:
+        logger.warning("%d crops failed to decode (%d files), first: %s", len(failed), len(failed_files),
+                       failed_files[0])  # fmt: skip
+    return InferenceReport(new, skipped, len(failed), failed_files, tuple(e.name for e in writer.committed))

@@ -1,0 +1,195 @@
+"""Pictures of cached teacher targets: the crop the teacher saw, its heatmaps, its joints and the ground truth.
+
+``render_cache`` writes one PNG per chosen sample and an ``index.html`` that shows them under the cache's
+statistics. Each picture re-makes the input crop from the record (same crop matrix as inference), lays the
+maximum over joints of the teacher heatmaps on it as a colour layer, draws the decoded teacher skeleton in one
+colour and, for labelled samples, the ground-truth skeleton in another, with a legend. Pillow only.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from pipeline.data.crops import crop_record
+from pipeline.data.images import ImageDecodeError
+from pipeline.data.joints import get_joint_set
+from pipeline.geometry import apply_affine, scale_matrix, warp_image
+from storage.cache import TeacherTargetCache
+from storage.cache_dataset import TeacherTargetDataset
+
+logger = logging.getLogger(__name__)
+
+TEACHER_COLOUR = (0, 229, 255)
+TRUTH_COLOUR = (255, 64, 160)
+MIN_WIDTH = 320
+"""Pictures are enlarged by an integer factor to at least this width, so tiny 128-pixel crops stay legible."""
+LEGEND_HEIGHT = 34
+
+
+@dataclass(frozen=True)
+class RenderedSample:
+    """One written picture and what it shows."""
+
+    file: str
+    source: str
+    image: str
+    instance_id: str
+    labelled: bool
+    mean_maxval: float
+
+
+def heat_colours(values: np.ndarray) -> np.ndarray:
+    """A blue-green-yellow-red ramp for values in [0, 1]: (...,) -> (..., 3) uint8."""
+    stops = np.array([0.0, 0.35, 0.65, 1.0])
+    colours = np.array([[20, 40, 200], [0, 200, 120], [250, 220, 0], [240, 20, 20]], dtype=np.float64)
+    v = np.clip(values, 0.0, 1.0)
+    return np.stack([np.interp(v, stops, colours[:, c]) for c in range(3)], axis=-1).astype(np.uint8)
+
+
+def render_sample(data: TeacherTargetDataset, i: int, out_path: Path) -> RenderedSample:
+    """Draw sample ``i`` of ``data`` to ``out_path`` (PNG).
+
+    Raises:
+        ImageDecodeError: the sample's image can no longer be read.
+    """
+    provenance = data.provenance
+    joint_set = get_joint_set(provenance.joint_set)
+    record = data.record(i)
+    item = data[i]
+    matrix, crop = crop_record(record, provenance.input_size)
+    factor = max(1, -(-MIN_WIDTH // provenance.input_size[0]))
+    size = (provenance.input_size[0] * factor, provenance.input_size[1] * factor)
+
+    # Heatmap pixel j lies at input pixel stride * j (the codec's convention), so the layer is warped with that
+    # scale about pixel centres rather than resized edge to edge, which would shift it by (stride - 1) / 2.
+    peak = item["heatmaps"].numpy().max(axis=0)
+    to_picture = scale_matrix(factor * provenance.input_size[0] / provenance.heatmap_size[0],
+                              factor * provenance.input_size[1] / provenance.heatmap_size[1])  # fmt: skip
+    layer = warp_image(Image.fromarray(heat_colours(peak)), to_picture, size)
+    alpha = warp_image(Image.fromarray((np.clip(peak, 0.0, 1.0) * 200).astype(np.uint8)), to_picture, size)
+    picture = warp_image(crop.convert("RGB"), scale_matrix(factor), size)
+    picture.paste(layer, (0, 0), alpha)
+
+    canvas = Image.new("RGB", (size[0], size[1] + LEGEND_HEIGHT), (24, 24, 24))
+    canvas.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    radius = max(2, factor + 1)
+    if record.joints is not None:
+        visible = np.asarray(record.visibility) > 0
+        _skeleton(draw, apply_affine(record.joints, matrix) * factor, visible, joint_set.skeleton, TRUTH_COLOUR, radius)
+    teacher = apply_affine(item["teacher_joints_image"].numpy(), matrix) * factor
+    confident = item["maxvals"].numpy() > 0.0
+    _skeleton(draw, teacher, confident, joint_set.skeleton, TEACHER_COLOUR, radius)
+    _legend(draw, size, labelled=record.joints is not None)
+    canvas.save(out_path)
+    return RenderedSample(out_path.name, record.source, record.image, record.instance_id, record.joints is not None,
+                          float(item["maxvals"].mean()))  # fmt: skip
+
+
+def _skeleton(
+    draw: ImageDraw.ImageDraw,
+    points: np.ndarray,
+    shown: np.ndarray,
+    edges: tuple[tuple[int, int], ...],
+    colour: tuple[int, int, int],
+    radius: int,
+) -> None:
+    for a, b in edges:
+        if shown[a] and shown[b]:
+            draw.line([tuple(points[a]), tuple(points[b])], fill=colour, width=max(1, radius - 1))
+    for (x, y), ok in zip(points, shown, strict=True):
+        if ok:
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour, outline=(0, 0, 0))
+
+
+def _legend(draw: ImageDraw.ImageDraw, size: tuple[int, int], *, labelled: bool) -> None:
+    top = size[1] + 4
+    x = 6
+    entries = [(TEACHER_COLOUR, "teacher")] + ([(TRUTH_COLOUR, "ground truth")] if labelled else [])
+    for colour, label in entries:
+        draw.rectangle([x, top + 4, x + 12, top + 16], fill=colour)
+        draw.text((x + 16, top + 4), label, fill=(235, 235, 235))
+        x += 24 + int(draw.textlength(label))
+    ramp = heat_colours(np.linspace(0.0, 1.0, 60))
+    for j, colour in enumerate(ramp):
+        draw.line([(x + j, top + 4), (x + j, top + 16)], fill=tuple(int(c) for c in colour))
+    draw.text((x + 64, top + 4), "heatmap max 0..1", fill=(235, 235, 235))
+
+
+def choose_samples(data: TeacherTargetDataset, source: str | None, n: int) -> list[int]:
+    """``n`` samples spread evenly over the cache (or over one source), in dataset order."""
+    sources = data.index.strings["source"]
+    candidates = np.flatnonzero(sources == source) if source is not None else np.arange(len(data))
+    if len(candidates) <= n:
+        return candidates.tolist()
+    return candidates[np.linspace(0, len(candidates) - 1, n).round().astype(int)].tolist()
+
+
+def render_cache(cache_path: str | Path, out_dir: str | Path, *, source: str | None = None, n: int = 16) -> Path:
+    """Write ``n`` sample pictures and ``index.html`` to ``out_dir``; returns the index path.
+
+    Samples whose image cannot be read any more are listed in the index instead of drawn.
+    """
+    cache = TeacherTargetCache(cache_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = cache.dataset()
+    rendered: list[RenderedSample] = []
+    unreadable: list[str] = []
+    for k, i in enumerate(choose_samples(data, source, n)):
+        record = data.record(i)
+        name = f"{k:03d}_{_slug(record.source)}_{_slug(Path(record.image).stem)}_{_slug(record.instance_id)}.png"
+        try:
+            rendered.append(render_sample(data, i, out_dir / name))
+        except ImageDecodeError as exc:
+            logger.warning("cannot render %s: %s", record.key, exc)
+            unreadable.append(str(exc))
+    data.close()
+    index = out_dir / "index.html"
+    index.write_text(_index_html(cache, rendered, unreadable))
+    return index
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60]
+
+
+def _index_html(cache: TeacherTargetCache, rendered: list[RenderedSample], unreadable: list[str]) -> str:
+    summary = cache.inspect()
+    esc = html.escape
+    prov_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in summary.provenance.items())
+    source_rows = "".join(f"<tr><th>{esc(s)}</th><td>{c}</td></tr>" for s, c in summary.per_source.items())
+    joint_rows = "".join(
+        f"<tr><th>{esc(j.joint)}</th><td>{j.mean:.3f}</td><td>{j.p10:.3f}</td><td>{j.p50:.3f}</td></tr>"
+        for j in summary.joint_confidence
+    )
+    figures = "".join(
+        f'<figure><img src="{esc(r.file)}" alt="{esc(r.image)}"><figcaption>{esc(r.source)}<br>{esc(r.image)} '
+        f"#{esc(r.instance_id)}<br>mean maxval {r.mean_maxval:.3f}{' (labelled)' if r.labelled else ''}"
+        "</figcaption></figure>"
+        for r in rendered
+    )
+    missing = "".join(f"<li>{esc(m)}</li>" for m in unreadable)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Teacher cache {esc(summary.path)}</title>
+<style>body{{font-family:sans-serif;background:#181818;color:#eee}} table{{border-collapse:collapse;margin:8px 0}}
+td,th{{border:1px solid #444;padding:2px 8px;text-align:left}} figure{{display:inline-block;margin:6px}}
+figcaption{{font-size:12px;max-width:340px}}</style></head><body>
+<h1>Teacher cache</h1><p>{esc(summary.path)}: {summary.num_samples} samples ({summary.labelled} labelled,
+{summary.unlabelled} unlabelled), {summary.num_shards} shards, {summary.disk_bytes / 1e6:.2f} MB,
+{summary.bytes_per_sample:.0f} bytes/sample, {summary.num_superseded} superseded records.</p>
+<h2>Provenance</h2><table>{prov_rows}</table>
+<h2>Samples per source</h2><table>{source_rows}</table>
+<h2>Teacher confidence (heatmap maximum) per joint</h2>
+<table><tr><th>joint</th><th>mean</th><th>p10</th><th>p50</th></tr>{joint_rows}</table>
+<h2>Samples</h2>{figures}
+{f"<h2>Unreadable images</h2><ul>{missing}</ul>" if missing else ""}
+</body></html>
+"""

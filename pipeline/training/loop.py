@@ -1,0 +1,325 @@
+"""Student training, shaped like the torchvision reference scripts: read :func:`train` top to bottom.
+
+``train(config)`` is the plain function behind ``fpd train`` and the Prefect flow; under ``torchrun``
+(``python -m pipeline.training.loop --config FILE``) every process runs it and rank 0 alone writes checkpoints,
+weights and the JSONL log. One optimiser step per batch; the loss is read back to the host once per epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from pipeline.flip import final_heatmaps
+from pipeline.training.config import ConfigError, TrainConfig, add_train_arguments, config_to_dict, load_config
+from pipeline.training.distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
+from pipeline.training.loss import FPDLoss
+from pipeline.training.schedule import build_optimizer, build_scheduler
+from pipeline.training.sources import build_train_dataset, evaluate
+from pipeline.training.state import BEST_NAME, CHECKPOINT_NAME, load_training_state, save_training_state
+
+logger = logging.getLogger(__name__)
+
+LOG_NAME = "log.jsonl"
+WEIGHTS_NAME = "weights.pt"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run left in ``output_dir``.
+
+    Attributes:
+        checkpoint: the resumable checkpoint of the last epoch.
+        weights: bare state_dict of the final student (loads into ``models.create_from_preset`` strictly).
+        metrics: the last validation table (empty when validation is off).
+        best_weights: bare state_dict of the best-validated epoch, when validation ran.
+        best_metric: its ``config.best_metric_key`` value.
+        log: the per-epoch JSONL log.
+    """
+
+    checkpoint: Path
+    weights: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+    best_weights: Path | None = None
+    best_metric: float | None = None
+    log: Path | None = None
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The one AMP path: autocast dtype (None = full precision) and a GradScaler for fp16 on CUDA."""
+
+    dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+
+    @classmethod
+    def from_config(cls, amp: str, device: torch.device) -> Precision:
+        if amp == "none":
+            return cls(None, None)
+        if amp == "bf16":
+            return cls(torch.bfloat16, None)
+        if device.type != "cuda":
+            raise ConfigError("amp: fp16 needs CUDA (GradScaler); use bf16 or none on CPU")
+        return cls(torch.float16, torch.amp.GradScaler("cuda"))
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: FPDLoss,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    device: torch.device,
+    precision: Precision,
+    *,
+    teacher: nn.Module | None = None,
+    use_cached_teacher: bool = True,
+    channels_last: bool = False,
+) -> dict[str, Tensor]:
+    """One pass over ``loader``.
+
+    Args:
+        model: the student (possibly DDP-wrapped), in train mode.
+        criterion: the FPD loss.
+        optimizer: steps once per batch.
+        loader: yields ``DistillDataset`` batches.
+        device: where to compute.
+        precision: autocast dtype and scaler.
+        teacher: a teacher run on each augmented batch (reference ``teacher_online`` mode), or None.
+        use_cached_teacher: feed the batch's cached ``teacher`` heatmaps to the loss (False: no teacher term).
+        channels_last: NHWC inputs.
+
+    Returns:
+        ``loss``, ``teacher``, ``ground_truth``: (steps,) tensors on ``device`` (read them once, after the epoch).
+    """
+    model.train()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    totals, teacher_terms, gt_terms = [], [], []
+    for batch in loader:
+        images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        target = batch["target"].to(device, non_blocking=True)
+        target_weight = batch["target_weight"].to(device, non_blocking=True)
+        labelled = batch["labelled"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=precision.dtype or torch.float32, enabled=precision.dtype is not None):
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_heatmaps = final_heatmaps(teacher(images)).float()
+            elif use_cached_teacher:
+                teacher_heatmaps = batch["teacher"].to(device, non_blocking=True)
+            else:
+                teacher_heatmaps = None
+            output = model(images)
+            terms = criterion(output, teacher_heatmaps, target, target_weight, labelled)
+        optimizer.zero_grad(set_to_none=True)
+        if precision.scaler is not None:
+            precision.scaler.scale(terms.total).backward()
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+        else:
+            terms.total.backward()
+            optimizer.step()
+        totals.append(terms.total.detach())
+        teacher_terms.append(terms.teacher)
+        gt_terms.append(terms.ground_truth)
+    empty = torch.zeros(0, device=device)
+    return {
+        "loss": torch.stack(totals) if totals else empty,
+        "teacher": torch.stack(teacher_terms) if teacher_terms else empty,
+        "ground_truth": torch.stack(gt_terms) if gt_terms else empty,
+    }
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train a student as ``config`` says; resumes from ``output_dir/checkpoint.pt`` when ``config.resume``."""
+    from models import create_from_preset, get_preset
+    from storage.checkpoints import load_checkpoint, save_weights
+
+    info = init_distributed(config.device)
+    try:
+        device = info.device
+        seed_everything(config.seed)
+        out = Path(config.output_dir)
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        preset = get_preset(config.student_preset)
+        precision = Precision.from_config(config.amp, device)
+
+        dataset = build_train_dataset(config, preset)
+        sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                     seed=config.seed)
+        loader = DataLoader(
+            dataset, batch_size=config.data.batch_size, sampler=sampler, num_workers=config.data.workers,
+            pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(config.seed),
+        )
+
+        model = create_from_preset(preset)
+        if config.student_init:
+            load_checkpoint(model, config.student_init, strict=True)
+        model.to(device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        model_without_ddp = model
+        if info.distributed:
+            model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if config.compile:
+            model = torch.compile(model)
+        teacher = _online_teacher(config, preset, device) if config.teacher_online else None
+
+        criterion = FPDLoss(
+            alpha=config.loss.alpha, use_ground_truth=config.loss.use_ground_truth,
+            confidence_weighting=config.loss.confidence_weighting, confidence_clip=config.loss.confidence_clip,
+            min_teacher_confidence=config.loss.min_teacher_confidence,
+        )
+        optimizer = build_optimizer(model_without_ddp, config.optim)
+        scheduler = build_scheduler(optimizer, config.optim)
+
+        start_epoch, best_metric, best_epoch = 0, None, None
+        checkpoint_path = out / CHECKPOINT_NAME
+        if config.resume and checkpoint_path.exists():
+            state = load_training_state(checkpoint_path, model=model_without_ddp, optimizer=optimizer,
+                                        scheduler=scheduler, scaler=precision.scaler, map_location=device)
+            start_epoch, best_metric, best_epoch = state.start_epoch, state.best_metric, state.best_epoch
+            logger.info("resuming %s at epoch %d", checkpoint_path, start_epoch)
+        log_path = out / LOG_NAME
+        if info.is_main:
+            _truncate_log(log_path, start_epoch)
+
+        metrics: dict[str, float] = {}
+        for epoch in range(start_epoch, config.optim.epochs):
+            sampler.set_epoch(epoch)
+            dataset.set_epoch(epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            tic = time.perf_counter()
+            steps = train_one_epoch(
+                model, criterion, optimizer, loader, device, precision, teacher=teacher,
+                use_cached_teacher=config.data.teacher_cache is not None, channels_last=config.channels_last,
+            )
+            # One host read per epoch: the mean over ranks of every step's loss.
+            curves = {name: all_reduce_mean(values).tolist() for name, values in steps.items()}
+            seconds = time.perf_counter() - tic
+            scheduler.step()
+
+            epoch_metrics: dict[str, float] = {}
+            last_epoch = epoch + 1 == config.optim.epochs
+            if config.eval.format is not None and ((epoch + 1) % config.eval.every == 0 or last_epoch):
+                if info.is_main:
+                    epoch_metrics = evaluate(model_without_ddp, config, preset, device)
+                    metrics = epoch_metrics
+                barrier()
+            score = epoch_metrics.get(config.best_metric_key)
+            improved = score is not None and (best_metric is None or score > best_metric)
+            if improved:
+                best_metric, best_epoch = score, epoch
+
+            if info.is_main:
+                save_training_state(
+                    checkpoint_path, model=model_without_ddp, optimizer=optimizer, scheduler=scheduler,
+                    scaler=precision.scaler, epochs_done=epoch + 1, best_metric=best_metric, best_epoch=best_epoch,
+                    config=config_to_dict(config), metrics=epoch_metrics,
+                )
+                if improved:
+                    save_weights(model_without_ddp, out / BEST_NAME, metadata=_weights_metadata(config, epoch_metrics))
+                record = {
+                    "epoch": epoch, "lr": lr, "loss": _mean(curves["loss"]), "loss_teacher": _mean(curves["teacher"]),
+                    "loss_ground_truth": _mean(curves["ground_truth"]), "seconds": round(seconds, 3),
+                    "samples_per_s": round(len(sampler) * info.world_size / max(seconds, 1e-9), 2),
+                    "step_losses": curves["loss"], "metrics": epoch_metrics,
+                }
+                with open(log_path, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                logger.info("epoch %d loss %.6f %s", epoch, record["loss"], epoch_metrics or "")
+            barrier()
+
+        weights_path = out / WEIGHTS_NAME
+        if info.is_main:
+            save_weights(model_without_ddp, weights_path, metadata=_weights_metadata(config, metrics))
+        barrier()
+        best_path = out / BEST_NAME
+        return TrainResult(
+            checkpoint=checkpoint_path, weights=weights_path, metrics=metrics,
+            best_weights=best_path if best_path.exists() else None, best_metric=best_metric, log=log_path,
+        )
+    finally:
+        cleanup_distributed()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (the same seed on every rank: identical initial weights)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _online_teacher(config: TrainConfig, student_preset: object, device: torch.device) -> nn.Module:
+    """The frozen teacher for ``teacher_online``: it must see the student's crop as is (same sizes and colours)."""
+    from models import create_from_preset, get_preset
+    from storage.checkpoints import load_checkpoint
+
+    preset = get_preset(config.teacher_preset)
+    for name in ("input_size", "heatmap_size", "color_order", "joint_set"):
+        if getattr(preset, name) != getattr(student_preset, name):
+            raise ConfigError(
+                f"teacher_online: teacher preset {preset.name} and student preset {student_preset.name} differ in "
+                f"{name} ({getattr(preset, name)} vs {getattr(student_preset, name)}); online mode feeds one crop "
+                "to both"
+            )
+    teacher = create_from_preset(preset)
+    load_checkpoint(teacher, config.teacher_checkpoint, strict=True)
+    teacher.to(device).eval()
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    return teacher
+
+
+def _weights_metadata(config: TrainConfig, metrics: dict[str, float]) -> dict[str, object]:
+    return {"preset": config.student_preset, "metrics": metrics, "recipe": config_to_dict(config)}
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _truncate_log(path: Path, start_epoch: int) -> None:
+    """Keep only the records of epochs before ``start_epoch`` (a resumed run rewrites the rest)."""
+    if not path.exists():
+        return
+    from storage.atomic import atomic_write
+
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] < start_epoch]
+    with atomic_write(path, "w") as handle:
+        handle.write("".join(line + "\n" for line in kept))
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The records of a ``log.jsonl``, in order."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pipeline.training.loop --config FILE [--resume] [--set key=value ...]`` (the torchrun entry)."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline.training.loop", description=__doc__.splitlines()[0])
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = load_config(args.config, [*args.set, *(["resume=true"] if args.resume else [])])
+    result = train(config)
+    logger.info("weights: %s", result.weights)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,436 @@
+"""Teacher target cache: flip-test teacher heatmaps in immutable HDF5 shards plus an atomic manifest.
+
+A cache folder holds ``manifest.json`` (see ``storage.cache_manifest``), committed shards ``shard-<uuid>.h5``
+(see ``storage.cache_shards``) and ``locks/``. Writing is crash-safe: a shard is written under a temporary
+name ``.tmp-slot<I>of<N>-<uuid>.h5``, fsynced, then renamed and listed in the manifest under the short
+manifest lock. A process killed at any moment leaves at worst a temporary file (cleaned by the next writer of
+that slot) or a renamed shard the manifest does not list yet (adopted by the next writer). Locking (docs/cache.md):
+
+* ``locks/slot-<I>-of-<N>.lock`` is held by the one writer filling slot ``I`` of ``N`` for its whole run; a
+  second writer of the same slot is refused, writers of other slots of the same ``N`` run side by side;
+* ``locks/manifest.lock`` is held briefly to open a writer, to commit a shard and to create the cache.
+  Opening a writer with ``N`` while a writer with another ``N'`` is alive is refused (their slots overlap).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+import warnings
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from storage.atomic import fsync_directory
+from storage.cache_index import CacheIndex, ColumnCache, DamagedShardWarning, build_index
+from storage.cache_manifest import MANIFEST_NAME, Manifest, ShardEntry, load_manifest, save_manifest
+from storage.cache_provenance import CacheMismatchError, CacheProvenance, package_version
+from storage.cache_shards import (
+    DEFAULT_COMPRESSION,
+    ShardBatch,
+    check_structure,
+    concat_batches,
+    slice_batch,
+    write_shard,
+)
+from storage.checkpoints import sha256_file
+from storage.locking import FileLock, LockBusyError, is_locked
+
+if TYPE_CHECKING:
+    from pipeline.data.records import SampleRecord
+    from storage.cache_dataset import TeacherTargetDataset
+    from storage.cache_report import CacheSummary, VerifyReport
+
+__all__ = ["CacheLockedError", "CacheMismatchError", "CacheProvenance", "CacheWriter", "TeacherTargetCache"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_LOCK_TIMEOUT_S = 60.0
+_TEMP_RE = re.compile(r"^\.tmp-slot(\d+)of(\d+)-[0-9a-f]+\.h5$")
+_SHARD_RE = re.compile(r"^shard-[0-9a-f]{32}\.h5$")
+
+
+class CacheLockedError(RuntimeError):
+    """Another live process writes the same slot of this cache (or uses an overlapping ``--shard`` layout)."""
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class TeacherTargetCache:
+    """A teacher target cache folder.
+
+    Args:
+        path: the cache folder (created by :meth:`open_or_create`).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._columns = ColumnCache()
+        # Image stat and fingerprint seen by ``missing``, so the writer stores what was hashed, not a later stat.
+        self._planned: dict[Path, tuple[int, int, str]] = {}
+
+    def __repr__(self) -> str:
+        return f"TeacherTargetCache({str(self.path)!r})"
+
+    # -- opening -----------------------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return (self.path / MANIFEST_NAME).exists()
+
+    def open_or_create(self, provenance: CacheProvenance) -> TeacherTargetCache:
+        """Create the cache with ``provenance``, or check that an existing one was made the same way.
+
+        Raises:
+            CacheMismatchError: the cache exists with a different identity; the message names each difference.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self._manifest_lock():
+            if self.exists():
+                differences = self.provenance.diff(provenance)
+                if differences:
+                    raise CacheMismatchError(str(self.path), differences)
+            else:
+                stamped = replace(provenance, package_version=package_version(), created=utc_now())
+                save_manifest(self.path, Manifest(provenance=stamped))
+        return self
+
+    @property
+    def provenance(self) -> CacheProvenance:
+        return load_manifest(self.path).provenance
+
+    def manifest(self) -> Manifest:
+        return load_manifest(self.path)
+
+    # -- reading -----------------------------------------------------------------------------------------------
+
+    def index(self, *, check_checksums: bool = False) -> CacheIndex:
+        """The live records (damaged shards skipped with a warning); see ``storage.cache_index``."""
+        return build_index(self.path, load_manifest(self.path), self._columns, check_checksums=check_checksums)
+
+    def dataset(self, *, check_checksums: bool = True) -> TeacherTargetDataset:
+        """Torch dataset over the live records (see ``storage.cache_dataset.TeacherTargetDataset``)."""
+        from storage.cache_dataset import TeacherTargetDataset
+
+        return TeacherTargetDataset(self.path, check_checksums=check_checksums)
+
+    def missing(self, records: Sequence[SampleRecord]) -> list[SampleRecord]:
+        """Records whose (source, image, instance) is not cached, or whose image content changed.
+
+        An image whose size and mtime match the cached ones is not re-hashed (as ``make``/``git`` do), so
+        planning a run over a large cache reads only new or touched files. Returned records carry their
+        fingerprint. A file that cannot be read is returned as missing (inference then reports it as failed).
+        """
+        from pipeline.data.images import image_fingerprint
+
+        index = self.index()
+        known = {
+            index.key(i): (int(index.numeric["file_size"][i]), int(index.numeric["file_mtime_ns"][i]),
+                           str(index.strings["fingerprint"][i]))
+            for i in range(len(index))
+        }  # fmt: skip
+        out: list[SampleRecord] = []
+        hashed: dict[Path, tuple[int, int, str]] = {}
+        for record in records:
+            path = Path(record.root) / record.image
+            if path not in hashed:
+                try:
+                    st = path.stat()
+                except OSError:
+                    out.append(record)
+                    continue
+                cached = known.get(record.key)
+                if cached is not None and cached[:2] == (st.st_size, st.st_mtime_ns):
+                    hashed[path] = cached
+                else:
+                    try:
+                        hashed[path] = (st.st_size, st.st_mtime_ns, image_fingerprint(path))
+                    except OSError:
+                        out.append(record)
+                        continue
+            fingerprint = hashed[path][2]
+            cached = known.get(record.key)
+            if cached is None or cached[2] != fingerprint:
+                out.append(replace(record, fingerprint=fingerprint))
+        self._planned.update(hashed)
+        return out
+
+    # -- writing -----------------------------------------------------------------------------------------------
+
+    def writer(
+        self,
+        *,
+        shard_index: int = 0,
+        num_shards: int = 1,
+        shard_size: int = 512,
+        compression: str = DEFAULT_COMPRESSION,
+    ) -> CacheWriter:
+        """Open a writer for slot ``shard_index`` of ``num_shards`` (use as a context manager).
+
+        Raises:
+            CacheLockedError: another live writer holds the same slot, or one with a different ``num_shards``.
+        """
+        if not 0 <= shard_index < num_shards:
+            raise ValueError(f"shard index {shard_index} is not in 0..{num_shards - 1}")
+        slot_lock = FileLock(
+            self.path / "locks" / f"slot-{shard_index}-of-{num_shards}.lock",
+            description=f"slot {shard_index}/{num_shards} of teacher cache {self.path}",
+        )
+        with self._manifest_lock():
+            manifest = load_manifest(self.path)
+            for other in sorted((self.path / "locks").glob("slot-*-of-*.lock")):
+                other_n = int(other.stem.rsplit("-", 1)[1])
+                if other_n != num_shards and is_locked(other):
+                    raise CacheLockedError(
+                        f"teacher cache {self.path}: a writer with --shard {other.stem[5:].replace('-of-', '/')} "
+                        f"is running; slots of {other_n} and {num_shards} shards overlap, refusing"
+                    )
+            try:
+                slot_lock.acquire()
+            except LockBusyError:
+                raise CacheLockedError(
+                    f"teacher cache {self.path}: another process is already writing slot {shard_index}/{num_shards} "
+                    f"(lock {slot_lock.path}); refusing to interleave"
+                ) from None
+            try:
+                self._clean_temp_files(shard_index, num_shards)
+                self._adopt_orphans(manifest)
+            except BaseException:
+                slot_lock.release()
+                raise
+        return CacheWriter(self, manifest.provenance, slot_lock, (shard_index, num_shards), shard_size, compression)
+
+    def commit_shard(self, temp: Path, slot: tuple[int, int], num_samples: int) -> ShardEntry:
+        """Rename a complete, fsynced temporary shard into place and list it (superseding older records)."""
+        name = f"shard-{uuid.uuid4().hex}.h5"
+        entry = ShardEntry(name, num_samples, temp.stat().st_size, sha256_file(temp), slot, utc_now())
+        with self._manifest_lock():
+            os.replace(temp, self.path / name)
+            fsync_directory(self.path)
+            self._append(load_manifest(self.path), entry)
+        return entry
+
+    def _append(self, manifest: Manifest, entry: ShardEntry) -> None:
+        """Add ``entry`` to the manifest and mark every older live record of its keys as superseded."""
+        with warnings.catch_warnings():
+            # A damaged shard cannot be superseded row by row; readers skip it anyway, and warn about it there.
+            warnings.simplefilter("ignore", DamagedShardWarning)
+            index = build_index(self.path, manifest, self._columns, check_checksums=False)
+        live = {index.key(i): (index.shard_names[index.shard_of[i]], int(index.row[i])) for i in range(len(index))}
+        strings, _ = self._columns.get(self.path / entry.name)
+        for r, key in enumerate(zip(strings["source"], strings["image"], strings["instance_id"], strict=True)):
+            if key in live:
+                shard, row = live[key]
+                manifest.superseded.setdefault(shard, []).append(row)
+            live[key] = (entry.name, r)
+        manifest.shards.append(entry)
+        save_manifest(self.path, manifest)
+        logger.info("committed %s (%d samples) to %s", entry.name, entry.num_samples, self.path)
+
+    def _clean_temp_files(self, shard_index: int, num_shards: int) -> None:
+        """Delete temporary shards of dead writers: ours, and those of slots nobody holds (under manifest lock)."""
+        for temp in self.path.glob(".tmp-slot*.h5"):
+            match = _TEMP_RE.match(temp.name)
+            if match is None:
+                continue
+            slot = (int(match[1]), int(match[2]))
+            mine = slot == (shard_index, num_shards)
+            if mine or not is_locked(self.path / "locks" / f"slot-{slot[0]}-of-{slot[1]}.lock"):
+                logger.info("removing leftover temporary shard %s", temp.name)
+                temp.unlink(missing_ok=True)
+
+    def _adopt_orphans(self, manifest: Manifest) -> None:
+        """List complete shards renamed into place by a writer killed before its manifest update.
+
+        Renames and manifest updates both happen under the manifest lock, which the caller holds, so an
+        unlisted shard seen here belongs to a dead process. It was fsynced before the rename, so it is complete.
+        """
+        listed = manifest.shard_names
+        for path in sorted(self.path.glob("shard-*.h5")):
+            if not _SHARD_RE.match(path.name) or path.name in listed:
+                continue
+            problems = check_structure(path, manifest.provenance)
+            if problems:
+                logger.warning("not adopting unlisted shard %s: %s", path.name, "; ".join(problems))
+                continue
+            strings, _ = self._columns.get(path)
+            st = path.stat()
+            created = datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat(timespec="seconds")
+            slot = _read_slot(path)
+            entry = ShardEntry(path.name, len(strings["source"]), st.st_size, sha256_file(path), slot, created)
+            logger.info("adopting complete shard %s left unlisted by an interrupted writer", path.name)
+            self._append(manifest, entry)
+
+    def _manifest_lock(self) -> FileLock:
+        return FileLock(
+            self.path / "locks" / "manifest.lock",
+            timeout=MANIFEST_LOCK_TIMEOUT_S,
+            description=f"the manifest of teacher cache {self.path}",
+        )
+
+    # -- checking ----------------------------------------------------------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        """Check every shard (presence, size, checksum, attributes, shapes); changes nothing."""
+        from storage.cache_report import verify_cache
+
+        return verify_cache(self.path)
+
+    def inspect(self, *, lowest: int = 10) -> CacheSummary:
+        """Provenance, counts, disk use and teacher confidence statistics (see ``storage.cache_report``)."""
+        from storage.cache_report import summarize_cache
+
+        return summarize_cache(self, lowest=lowest)
+
+
+def _read_slot(path: Path) -> tuple[int, int]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        slot = f.attrs["slot"]
+        return int(slot[0]), int(slot[1])
+
+
+class CacheWriter:
+    """Buffers inferred samples and commits them as shards of ``shard_size`` (made by ``TeacherTargetCache.writer``).
+
+    Memory stays bounded by one shard's worth of samples. Leaving the ``with`` block commits what is buffered,
+    also on an exception (every buffered sample is complete), and releases the slot lock.
+    """
+
+    def __init__(
+        self,
+        cache: TeacherTargetCache,
+        provenance: CacheProvenance,
+        slot_lock: FileLock,
+        slot: tuple[int, int],
+        shard_size: int,
+        compression: str,
+    ) -> None:
+        self.cache = cache
+        self.provenance = provenance
+        self.slot = slot
+        self.shard_size = shard_size
+        self.compression = compression
+        self.committed: list[ShardEntry] = []
+        self._lock = slot_lock
+        self._buffer: list[ShardBatch] = []
+        self._buffered = 0
+
+    @property
+    def num_written(self) -> int:
+        return sum(e.num_samples for e in self.committed)
+
+    def add(
+        self,
+        records: Sequence[SampleRecord],
+        heatmaps: np.ndarray,
+        teacher_joints: np.ndarray,
+        teacher_joints_image: np.ndarray,
+        maxvals: np.ndarray,
+    ) -> None:
+        """Buffer N inferred samples; commits a shard each time ``shard_size`` samples are buffered.
+
+        Args:
+            records: the N records (fingerprints filled by ``missing``, else computed here).
+            heatmaps: (N, K, H, W) teacher heatmaps (flip-test averaged when the provenance says so).
+            teacher_joints: (N, K, 2) decoded joints in heatmap pixels.
+            teacher_joints_image: (N, K, 2) decoded joints in image pixels.
+            maxvals: (N, K) heatmap values at the decoded joints.
+        """
+        if not self._lock.held:
+            raise RuntimeError("this cache writer is closed")
+        k = len(self.provenance.joint_names)
+        w, h = self.provenance.heatmap_size
+        if heatmaps.shape != (len(records), k, h, w):
+            raise ValueError(f"heatmaps of shape {heatmaps.shape}, the cache expects (N, {k}, {h}, {w})")
+        self._buffer.append(self._batch(records, heatmaps, teacher_joints, teacher_joints_image, maxvals))
+        self._buffered += len(records)
+        while self._buffered >= self.shard_size:
+            self._commit(self.shard_size)
+
+    def close(self) -> None:
+        """Commit the remaining samples and release the slot lock."""
+        try:
+            if self._buffered:
+                self._commit(self._buffered)
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _commit(self, n: int) -> None:
+        batch = concat_batches(self._buffer)
+        head, rest = slice_batch(batch, 0, n), slice_batch(batch, n, batch.num_samples)
+        temp = self.cache.path / f".tmp-slot{self.slot[0]}of{self.slot[1]}-{uuid.uuid4().hex}.h5"
+        try:
+            write_shard(temp, self.provenance, head, slot=self.slot, compression=self.compression, created=utc_now())
+            self.committed.append(self.cache.commit_shard(temp, self.slot, n))
+        finally:
+            temp.unlink(missing_ok=True)
+        self._buffer = [rest] if rest.num_samples else []
+        self._buffered = rest.num_samples
+
+    def _batch(
+        self,
+        records: Sequence[SampleRecord],
+        heatmaps: np.ndarray,
+        teacher_joints: np.ndarray,
+        teacher_joints_image: np.ndarray,
+        maxvals: np.ndarray,
+    ) -> ShardBatch:
+        from pipeline.data.images import image_fingerprint
+
+        n, k = len(records), len(self.provenance.joint_names)
+        joints = np.full((n, k, 2), np.nan, dtype=np.float32)
+        visibility = np.zeros((n, k), dtype=np.float32)
+        stats = np.zeros((n, 2), dtype=np.int64)
+        fingerprints = []
+        for i, record in enumerate(records):
+            if record.joints is not None:
+                joints[i] = record.joints
+                visibility[i] = record.visibility if record.visibility is not None else 1.0
+            path = Path(record.root) / record.image
+            planned = self.cache._planned.get(path)
+            if planned is None:
+                st = path.stat()
+                planned = (st.st_size, st.st_mtime_ns, record.fingerprint or image_fingerprint(path))
+            stats[i] = planned[:2]
+            fingerprints.append(record.fingerprint or planned[2])
+        strings = {
+            "source": [r.source for r in records],
+            "root": [str(Path(r.root).resolve()) for r in records],
+            "image": [r.image for r in records],
+            "instance_id": [str(r.instance_id) for r in records],
+            "fingerprint": fingerprints,
+        }
+        numeric = {
+            "center": np.array([r.center for r in records], dtype=np.float64).reshape(n, 2),
+            "scale": np.array([r.scale for r in records], dtype=np.float64).reshape(n, 2),
+            "rotation": np.array([r.rotation for r in records], dtype=np.float64),
+            "score": np.array([r.score for r in records], dtype=np.float32),
+            "image_id": np.array([r.image_id for r in records], dtype=np.int64),
+            "labelled": np.array([r.joints is not None for r in records], dtype=bool),
+            "joints": joints,
+            "visibility": visibility,
+            "teacher_joints": np.asarray(teacher_joints, dtype=np.float32).reshape(n, k, 2),
+            "teacher_joints_image": np.asarray(teacher_joints_image, dtype=np.float32).reshape(n, k, 2),
+            "maxvals": np.asarray(maxvals, dtype=np.float32).reshape(n, k),
+            "file_size": stats[:, 0].copy(),
+            "file_mtime_ns": stats[:, 1].copy(),
+        }
+        return ShardBatch(strings=strings, numeric=numeric, heatmaps=np.asarray(heatmaps, dtype=np.float16))

@@ -1,0 +1,121 @@
+"""Reading a teacher cache for training: a torch ``Dataset`` over every live record.
+
+The index (metadata of all live samples) is built once, in the process that creates the dataset, and is
+pickled into DataLoader workers with it. HDF5 handles are opened lazily in whichever process reads, keyed by
+pid, because an h5py file handle inherited through ``fork`` is not safe to use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pipeline.data.records import SampleRecord
+from storage.cache_index import CacheIndex, ColumnCache, build_index
+from storage.cache_manifest import load_manifest
+from storage.cache_provenance import CacheProvenance
+
+
+class TeacherTargetDataset(Dataset):
+    """Random access to the live samples of a teacher cache.
+
+    Item ``i`` is a dict (K joints, heatmap H x W; every value collates with the default ``collate_fn``):
+
+    * ``heatmaps``: (K, H, W) float32 teacher heatmaps;
+    * ``teacher_joints``: (K, 2) float32 decoded teacher joints, heatmap px; ``teacher_joints_image``: (K, 2)
+      the same in image px; ``maxvals``: (K,) float32 heatmap value at each decoded joint;
+    * ``source``, ``root``, ``image`` (relative to ``root``), ``instance_id``, ``fingerprint``: str;
+    * ``center``, ``scale``: (2,) float64 (HRNet convention, scale in units of 200 px); ``rotation``: float;
+    * ``labelled``: bool; ``joints``: (K, 2) float32 image px and ``visibility``: (K,) float32, zeros when
+      unlabelled;
+    * ``index``: int, position in this dataset.
+
+    Args:
+        path: cache folder.
+        check_checksums: hash every shard once at construction and skip (with a ``DamagedShardWarning``)
+            those that differ from the manifest. Without it only missing, truncated and unparsable shards are
+            skipped.
+    """
+
+    def __init__(self, path: str | Path, *, check_checksums: bool = True) -> None:
+        self.path = Path(path)
+        manifest = load_manifest(self.path)
+        self.provenance: CacheProvenance = manifest.provenance
+        self.index: CacheIndex = build_index(self.path, manifest, ColumnCache(), check_checksums=check_checksums)
+        self._pid: int | None = None
+        self._files: dict[int, h5py.File] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not 0 <= i < len(self.index):
+            raise IndexError(f"index {i} out of range for a cache of {len(self.index)} samples")
+        shard = int(self.index.shard_of[i])
+        heatmaps = self._file(shard)["heatmaps"][int(self.index.row[i])]
+        num = self.index.numeric
+        labelled = bool(num["labelled"][i])
+        return {
+            "heatmaps": torch.from_numpy(heatmaps.astype(np.float32)),
+            "teacher_joints": torch.from_numpy(num["teacher_joints"][i].copy()),
+            "teacher_joints_image": torch.from_numpy(num["teacher_joints_image"][i].copy()),
+            "maxvals": torch.from_numpy(num["maxvals"][i].copy()),
+            **{name: str(self.index.strings[name][i]) for name in ("source", "root", "image", "instance_id")},
+            "fingerprint": str(self.index.strings["fingerprint"][i]),
+            "center": torch.from_numpy(num["center"][i].copy()),
+            "scale": torch.from_numpy(num["scale"][i].copy()),
+            "rotation": float(num["rotation"][i]),
+            "labelled": labelled,
+            "joints": torch.from_numpy(np.nan_to_num(num["joints"][i], nan=0.0)),
+            "visibility": torch.from_numpy(num["visibility"][i].copy()),
+            "index": i,
+        }
+
+    def record(self, i: int) -> SampleRecord:
+        """The ``SampleRecord`` of sample ``i`` (joints and visibility None when unlabelled)."""
+        num, strings = self.index.numeric, self.index.strings
+        labelled = bool(num["labelled"][i])
+        return SampleRecord(
+            source=str(strings["source"][i]),
+            root=Path(strings["root"][i]),
+            image=str(strings["image"][i]),
+            center=(float(num["center"][i, 0]), float(num["center"][i, 1])),
+            scale=(float(num["scale"][i, 0]), float(num["scale"][i, 1])),
+            instance_id=str(strings["instance_id"][i]),
+            joints=num["joints"][i].copy() if labelled else None,
+            visibility=num["visibility"][i].copy() if labelled else None,
+            rotation=float(num["rotation"][i]),
+            score=float(num["score"][i]),
+            image_id=int(num["image_id"][i]),
+            fingerprint=str(strings["fingerprint"][i]),
+        )
+
+    def records(self) -> list[SampleRecord]:
+        """Every sample's ``SampleRecord``, in dataset order."""
+        return [self.record(i) for i in range(len(self))]
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+    def _file(self, shard: int) -> h5py.File:
+        if self._pid != os.getpid():
+            # A fresh process (DataLoader worker): the handles we see were opened by our parent, drop them.
+            self._files, self._pid = {}, os.getpid()
+        f = self._files.get(shard)
+        if f is None:
+            f = h5py.File(self.path / self.index.shard_names[shard], "r")
+            self._files[shard] = f
+        return f
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_files"], state["_pid"] = {}, None
+        return state

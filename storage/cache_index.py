@@ -1,0 +1,139 @@
+"""The live view of a cache: every readable, non-superseded record, with its metadata held in memory.
+
+Shards are immutable, so their columns are read once per process and kept (``ColumnCache``). A shard that is
+missing, truncated (size differs from the manifest), fails its checksum (when asked) or cannot be parsed is
+skipped with a ``RuntimeWarning`` naming it; the other shards read as usual.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from storage.cache_manifest import Manifest
+from storage.cache_shards import NUMERIC_COLUMNS, STRING_COLUMNS, read_columns
+from storage.checkpoints import sha256_file
+
+Columns = tuple[dict[str, list[str]], dict[str, np.ndarray]]
+
+
+class DamagedShardWarning(RuntimeWarning):
+    """A shard listed in the manifest cannot be used; its samples are left out of the view."""
+
+
+class ColumnCache:
+    """Per-process memo of shard columns by file name (valid forever: a shard file never changes)."""
+
+    def __init__(self) -> None:
+        self._columns: dict[str, Columns] = {}
+
+    def get(self, path: Path) -> Columns:
+        if path.name not in self._columns:
+            self._columns[path.name] = read_columns(path)
+        return self._columns[path.name]
+
+
+@dataclass(frozen=True)
+class CacheIndex:
+    """Live samples in dataset order (manifest shard order, then row).
+
+    Attributes:
+        cache_dir: the cache folder.
+        shard_names: committed shards that were readable, in manifest order.
+        shard_of: (N,) int index into ``shard_names`` of each live sample.
+        row: (N,) int row of each live sample inside its shard.
+        strings: column name -> (N,) object array (source, root, image, instance_id, fingerprint).
+        numeric: column name -> (N, ...) array (see ``storage.cache_shards``).
+        damaged: (shard name, reason) of every shard left out.
+        num_superseded: records hidden because a newer record of the same key exists.
+    """
+
+    cache_dir: Path
+    shard_names: tuple[str, ...]
+    shard_of: np.ndarray
+    row: np.ndarray
+    strings: dict[str, np.ndarray]
+    numeric: dict[str, np.ndarray]
+    damaged: tuple[tuple[str, str], ...]
+    num_superseded: int
+
+    def __len__(self) -> int:
+        return int(self.row.shape[0])
+
+    def key(self, i: int) -> tuple[str, str, str]:
+        return (str(self.strings["source"][i]), str(self.strings["image"][i]), str(self.strings["instance_id"][i]))
+
+
+def shard_problem(path: Path, expected_size: int, expected_sha256: str, check_checksum: bool) -> tuple[str, str] | None:
+    """Why a committed shard cannot be used, as (status, detail); None when it looks intact."""
+    if not path.exists():
+        return "missing", "the file is gone"
+    size = path.stat().st_size
+    if size != expected_size:
+        return "truncated", f"{size} bytes on disk, {expected_size} in the manifest"
+    if check_checksum and sha256_file(path) != expected_sha256:
+        return "corrupt", "SHA-256 differs from the manifest"
+    return None
+
+
+def build_index(cache_dir: Path, manifest: Manifest, columns: ColumnCache, *, check_checksums: bool) -> CacheIndex:
+    """Gather the live records of all readable shards (newest record per key; superseded rows dropped)."""
+    names: list[str] = []
+    parts: list[tuple[int, np.ndarray, Columns]] = []
+    damaged: list[tuple[str, str]] = []
+    num_superseded = 0
+    for entry in manifest.shards:
+        path = Path(cache_dir) / entry.name
+        found = shard_problem(path, entry.size, entry.sha256, check_checksums)
+        problem = None if found is None else f"{found[0]}: {found[1]}"
+        if problem is None:
+            try:
+                cols = columns.get(path)
+            except (OSError, KeyError, ValueError) as exc:
+                problem = f"unreadable: {exc}"
+        if problem is not None:
+            damaged.append((entry.name, problem))
+            message = f"teacher cache {cache_dir}: skipping shard {entry.name} ({problem})"
+            warnings.warn(message, DamagedShardWarning, stacklevel=3)
+            continue
+        live = np.ones(entry.num_samples, dtype=bool)
+        dead = manifest.superseded.get(entry.name, [])
+        live[dead] = False
+        num_superseded += len(dead)
+        names.append(entry.name)
+        parts.append((len(names) - 1, np.flatnonzero(live), cols))
+
+    # Defence in depth: should two live rows share a key, the later one wins, as supersession would decide.
+    newest: dict[tuple[str, str, str], int] = {}
+    order: list[tuple[int, int]] = []
+    for shard_idx, rows, (strings, _) in parts:
+        for r in rows:
+            key = (strings["source"][r], strings["image"][r], strings["instance_id"][r])
+            if key in newest:
+                order[newest[key]] = (-1, -1)
+                num_superseded += 1
+            newest[key] = len(order)
+            order.append((shard_idx, int(r)))
+    # ``order`` is shard-major with rows ascending, so per-shard selections concatenate into dataset order.
+    kept_rows: list[list[int]] = [[] for _ in parts]
+    for shard_idx, r in order:
+        if shard_idx >= 0:
+            kept_rows[shard_idx].append(r)
+    selections = [(np.asarray(rows, dtype=np.int64), cols) for rows, (_, _, cols) in zip(kept_rows, parts, strict=True)]
+    shard_of = np.concatenate([np.full(len(rows), i) for i, (rows, _) in enumerate(selections)] or [np.zeros(0)])
+    row = np.concatenate([rows for rows, _ in selections] or [np.zeros(0)])
+    strings_out = {name: _gather([np.asarray(c[0][name], dtype=object)[r] for r, c in selections], object)
+                   for name in STRING_COLUMNS}  # fmt: skip
+    numeric_out = {name: _gather([c[1][name][r] for r, c in selections], np.float32) for name in NUMERIC_COLUMNS}
+    return CacheIndex(
+        cache_dir=Path(cache_dir), shard_names=tuple(names), shard_of=shard_of.astype(np.int32),
+        row=row.astype(np.int32), strings=strings_out, numeric=numeric_out, damaged=tuple(damaged),
+        num_superseded=num_superseded,
+    )  # fmt: skip
+
+
+def _gather(parts: list[np.ndarray], empty_dtype: type) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=empty_dtype)

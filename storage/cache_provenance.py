@@ -1,0 +1,103 @@
+"""What made a teacher target cache: the identity every shard carries and every reader checks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from importlib import metadata
+from typing import Any
+
+IDENTITY_EXEMPT = ("package_version", "created")
+"""Fields recorded for the record but not part of the identity: a new package release or a later run of the
+same teacher produces the same targets, so they never make a cache "different"."""
+
+
+class CacheMismatchError(ValueError):
+    """A cache was opened with a provenance that differs from the one it was made with."""
+
+    def __init__(self, path: str, differences: list[str]) -> None:
+        self.differences = differences
+        super().__init__(
+            f"teacher cache {path} was made differently; refusing to mix targets: " + "; ".join(differences)
+        )
+
+
+@dataclass(frozen=True)
+class CacheProvenance:
+    """Everything that determines the teacher targets in a cache.
+
+    Attributes:
+        teacher_preset: model preset name of the teacher (``models.get_preset``).
+        checkpoint_sha256: SHA-256 of the teacher checkpoint file.
+        input_size: (w, h) of the crops fed to the teacher.
+        heatmap_size: (w, h) of the stored heatmaps.
+        joint_set: ``"mpii"`` or ``"coco"``.
+        joint_names: heatmap channel names in order.
+        flip_pairs: (left, right) channel pairs used by the flip test.
+        flip_test: whether the stored heatmaps average the image and its mirror.
+        flip_shift: whether the mirrored pass was shifted by one heatmap pixel (HRNet's ``SHIFT_HEATMAP``).
+        decode: rule that produced the stored teacher joints (``"hrnet"`` or ``"dark"``).
+        color_order: channel order the teacher was fed (``"RGB"`` or ``"BGR"``).
+        package_version: version of this package that wrote the cache (not part of the identity).
+        created: ISO time the cache was created (not part of the identity).
+    """
+
+    teacher_preset: str
+    checkpoint_sha256: str
+    input_size: tuple[int, int]
+    heatmap_size: tuple[int, int]
+    joint_set: str
+    joint_names: tuple[str, ...]
+    flip_pairs: tuple[tuple[int, int], ...]
+    flip_test: bool = True
+    flip_shift: bool = True
+    decode: str = "hrnet"
+    color_order: str = "RGB"
+    package_version: str = ""
+    created: str = ""
+
+    def __post_init__(self) -> None:
+        # Normalise sequences so that a provenance read back from JSON compares equal to the original.
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        object.__setattr__(self, "heatmap_size", tuple(int(v) for v in self.heatmap_size))
+        object.__setattr__(self, "joint_names", tuple(str(v) for v in self.joint_names))
+        object.__setattr__(self, "flip_pairs", tuple((int(a), int(b)) for a, b in self.flip_pairs))
+
+    def diff(self, other: CacheProvenance) -> list[str]:
+        """Human-readable differences in the identity fields, e.g. ``"input_size: (128, 128) != (256, 256)"``."""
+        out = []
+        for f in fields(self):
+            if f.name in IDENTITY_EXEMPT:
+                continue
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if mine != theirs:
+                out.append(f"{f.name}: {_short(mine)} != {_short(theirs)}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CacheProvenance:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_json(cls, text: str) -> CacheProvenance:
+        return cls.from_dict(json.loads(text))
+
+
+def package_version() -> str:
+    """Installed version of this package, or ``"unknown"`` when running from a bare checkout."""
+    try:
+        return metadata.version("fast-pose-distillation")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,316 @@
+"""Reading and writing network weights: every checkpoint layout of the FPD / HRNet world through one loader.
+
+Accepted layouts (detected, reported as ``LoadReport.source_format``):
+
+- ``state_dict``: a bare ``{key: tensor}`` (``model_best.pth``, ``final_state.pth``, released ``pose_*.pth``,
+  files written by ``save_weights``);
+- ``hrnet_training``: HRNet / official FPD ``checkpoint.pth`` ``{epoch, model, state_dict, best_state_dict, perf,
+  optimizer}`` (``state_dict`` preferred, ``best_state_dict`` as fall-back);
+- ``unofficial_training``: yuanyuanli85 / bearpaw ``{epoch, arch, state_dict, best_acc, optimizer}``;
+- ``training_state``: this project's resumable training state ``{model, optimizer, ...}``.
+
+Keys may carry ``module.`` (DataParallel / DDP) or ``_orig_mod.`` (torch.compile) prefixes; old files without
+BatchNorm ``num_batches_tracked`` get zeros, as PyTorch itself does for pre-1.0 files. Files are always read with
+``torch.load(weights_only=True, map_location="cpu")``; only numpy scalars and arrays (HRNet stores ``perf`` as a
+numpy float) are allow-listed on top of PyTorch's defaults.
+
+``save_weights`` writes a bare state_dict (so the file also loads with a plain ``load_state_dict``) and its
+metadata in a sidecar JSON next to it: ``<file>.json`` (see ``metadata_path``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from storage.atomic import atomic_write
+
+_PREFIXES = ("module.", "_orig_mod.")
+_SHOWN = 5  # keys listed per category in error messages
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+try:
+    from numpy._core import multiarray as _multiarray  # numpy >= 2
+except ImportError:  # numpy 1.x
+    from numpy.core import multiarray as _multiarray
+
+# numpy scalar / array reconstruction: data only, no code. Files name these functions after the numpy version that
+# pickled them (``numpy.core`` in 1.x, ``numpy._core`` in 2.x), so both spellings are allowed.
+_NUMPY_GLOBALS: list[Any] = [
+    np.dtype,
+    np.ndarray,
+    *(type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"),
+    *(
+        (function, f"numpy.{package}.multiarray.{function.__name__}")
+        for function in (_multiarray.scalar, _multiarray._reconstruct)
+        for package in ("core", "_core")
+    ),
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read (truncated, not a checkpoint, refused by ``weights_only``)."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint's keys or shapes do not match the model."""
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a load did.
+
+    Attributes:
+        path: the file.
+        source_format: the detected layout (see the module docstring).
+        loaded: model keys that received a tensor from the file.
+        missing: model keys absent from the file (left as initialised; empty after a strict load).
+        unexpected: file keys the model does not have (ignored).
+        mismatched: ``(key, file shape, model shape)`` for keys present in both with different shapes (ignored).
+        filled: ``num_batches_tracked`` keys absent from an old file and set to 0.
+        info: small non-tensor entries of a training dict (``epoch``, ``perf``, ``best_acc``, ``arch``, ...).
+    """
+
+    path: str
+    source_format: str
+    loaded: tuple[str, ...]
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = ()
+    filled: tuple[str, ...] = ()
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        """File keys that were not loaded (unexpected or wrongly shaped)."""
+        return self.unexpected + tuple(key for key, _, _ in self.mismatched)
+
+
+def _short_reason(exc: BaseException) -> str:
+    """One readable line from torch.load's (multi-paragraph, ANSI-coloured) error messages."""
+    text = _ANSI.sub("", str(exc)).strip()
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:
+            reason = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return "refused by torch.load(weights_only=True): " + reason.split(" Please use", 1)[0]
+    if isinstance(exc, EOFError):
+        return "the file is empty or truncated (EOFError)"
+    if isinstance(exc, (KeyError, UnicodeDecodeError)):
+        return f"not a PyTorch checkpoint ({type(exc).__name__}: {text})"
+    first_sentence = text.splitlines()[0].split(". ", 1)[0].rstrip(".") if text else ""
+    hint = " (truncated or corrupt file)" if isinstance(exc, RuntimeError) else ""
+    return f"{type(exc).__name__}: {first_sentence}{hint}"
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with readable errors.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: truncated or corrupt file, or a pickle that ``weights_only`` refuses (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals(_NUMPY_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {_short_reason(exc)}") from exc
+
+
+def _is_state_dict(obj: object) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def extract_state_dict(obj: object, path: str = "<checkpoint>") -> tuple[dict[str, torch.Tensor], str, dict]:
+    """Find the weights inside a loaded checkpoint object.
+
+    Returns:
+        (state_dict with wrapper prefixes removed, source format name, small non-tensor entries).
+
+    Raises:
+        CheckpointError: no state_dict inside.
+    """
+    if _is_state_dict(obj):
+        weights, source, info = obj, "state_dict", {}
+    elif isinstance(obj, Mapping):
+        info = {k: v for k, v in obj.items() if isinstance(v, (int, float, str, bool, np.generic))}
+        # HRNet's "model" entry is the model's name (a string); ours is the weights.
+        candidates = [k for k in ("state_dict", "best_state_dict", "model") if _is_state_dict(obj.get(k))]
+        if not candidates:
+            raise CheckpointError(f"{path}: no state_dict found; top-level keys: {sorted(map(str, obj))[:10]}")
+        weights = obj[candidates[0]]
+        if "best_state_dict" in obj or "perf" in obj:
+            source = "hrnet_training"
+        elif "arch" in obj or "best_acc" in obj:
+            source = "unofficial_training"
+        elif candidates[0] == "model":
+            source = "training_state"
+        else:
+            source = "training_dict"
+    else:
+        raise CheckpointError(f"{path}: expected a state_dict or a training dict, got {type(obj).__name__}")
+    return {_strip_prefixes(k): v for k, v in weights.items()}, source, info
+
+
+def _strip_prefixes(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix) :], True
+    return key
+
+
+def _fill_num_batches_tracked(state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[str]:
+    """Add a zero counter for every BatchNorm whose statistics are in the file but whose counter is not."""
+    filled = []
+    for key, tensor in expected.items():
+        if key.endswith(".num_batches_tracked") and key not in state:
+            module = key[: -len("num_batches_tracked")]
+            if module + "running_mean" in state:
+                state[key] = torch.zeros_like(tensor, device="cpu")
+                filled.append(key)
+    return filled
+
+
+def _compare(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> dict[str, tuple]:
+    missing = tuple(k for k in expected if k not in state)
+    unexpected = tuple(k for k in state if k not in expected)
+    mismatched = tuple(
+        (k, tuple(state[k].shape), tuple(expected[k].shape))
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    )
+    return {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
+
+
+def _mismatch_message(path: Path, diff: Mapping[str, tuple]) -> str:
+    def listing(items: tuple) -> str:
+        more = f", ... ({len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
+        return ", ".join(map(str, items[:_SHOWN])) + more
+
+    parts = [f"checkpoint {path} does not match the model"]
+    if diff["missing"]:
+        parts.append(f"{len(diff['missing'])} missing keys: {listing(diff['missing'])}")
+    if diff["unexpected"]:
+        parts.append(f"{len(diff['unexpected'])} unexpected keys: {listing(diff['unexpected'])}")
+    if diff["mismatched"]:
+        shapes = tuple(f"{k} (file {list(a)} vs model {list(b)})" for k, a, b in diff["mismatched"])
+        parts.append(f"{len(shapes)} wrongly shaped keys: {listing(shapes)}")
+    return "; ".join(parts)
+
+
+def _load(model: nn.Module, path: Path, strict: bool, require_any: bool) -> LoadReport:
+    state, source, info = extract_state_dict(read_checkpoint(path), str(path))
+    expected = model.state_dict()
+    filled = _fill_num_batches_tracked(state, expected)
+    diff = _compare(state, expected)
+    if strict and any(diff.values()):
+        raise CheckpointMismatchError(_mismatch_message(path, diff))
+    bad = set(diff["unexpected"]) | {k for k, _, _ in diff["mismatched"]}
+    usable = {k: v for k, v in state.items() if k not in bad}
+    if require_any and not usable:
+        raise CheckpointMismatchError(_mismatch_message(path, diff) + "; no key could be loaded")
+    model.load_state_dict(usable, strict=strict)
+    return LoadReport(path=str(path), source_format=source, loaded=tuple(k for k in expected if k in usable),
+                      filled=tuple(filled), info=info, **diff)
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict: bool = True) -> LoadReport:
+    """Load weights from any supported layout into ``model``.
+
+    Args:
+        model: the target network (not wrapped in DDP).
+        path: the checkpoint file.
+        strict: require exactly the model's keys with the model's shapes (default). With ``strict=False`` the
+            matching keys are loaded and the rest is reported.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: unreadable file (truncated, refused pickle, no state_dict inside).
+        CheckpointMismatchError: strict load with missing, unexpected or wrongly shaped keys; the message names
+            the file and the first few keys of each kind.
+    """
+    return _load(model, Path(path), strict=strict, require_any=False)
+
+
+def load_backbone(model: nn.Module, path: str | os.PathLike[str]) -> LoadReport:
+    """Initialise a pose network from ImageNet weights, by key name and shape (non-strict).
+
+    ImageNet HRNet files (``hrnet_w32-36af842e.pth``) use the pose HRNet backbone names; torchvision ResNet files
+    (``resnet50-19c8e357.pth``) use the SimpleBaseline backbone names. Classifier layers (``fc``, ``classifier``,
+    ``incre_modules``, ...) are reported in ``skipped``; the pose head stays as initialised (``missing``).
+
+    Raises:
+        CheckpointMismatchError: not a single key of the file fits the model.
+    """
+    return _load(model, Path(path), strict=False, require_any=True)
+
+
+def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (checkpoints are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def metadata_path(weights_path: str | os.PathLike[str]) -> Path:
+    """The sidecar JSON of a weights file: ``student.pth`` -> ``student.pth.json``."""
+    weights_path = Path(weights_path)
+    return weights_path.with_name(weights_path.name + ".json")
+
+
+def save_weights(
+    model: nn.Module | Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a bare state_dict atomically, and its metadata to ``metadata_path(path)``.
+
+    The sidecar holds ``metadata`` (JSON-serialisable: arch, preset, metrics, recipe, ...) plus ``sha256`` of the
+    weights file, ``num_params`` (when ``model`` is a module) and ``num_tensors``.
+
+    Args:
+        model: a module (wrappers' ``module.`` / ``_orig_mod.`` prefixes are removed) or a state_dict.
+        path: destination ``.pth``.
+        metadata: extra JSON-serialisable entries.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    path = Path(path)
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    # Detached CPU copies: a saved view would otherwise drag its whole (maybe GPU) storage into the file.
+    bare = {_strip_prefixes(k): v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+    sidecar: dict[str, Any] = dict(metadata or {})
+    with atomic_write(path) as handle:
+        torch.save(bare, handle)
+    sidecar["sha256"] = sha256_file(path)
+    sidecar["num_tensors"] = len(bare)
+    if isinstance(model, nn.Module):
+        sidecar["num_params"] = sum(p.numel() for p in model.parameters())
+    with atomic_write(metadata_path(path), "w") as handle:
+        json.dump(sidecar, handle, indent=1, sort_keys=True, default=str)
+    return path
+
+
+def read_weights_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The sidecar metadata of a weights file written by ``save_weights``, or None when there is none."""
+    sidecar = metadata_path(path)
+    return json.loads(sidecar.read_text()) if sidecar.is_file() else None

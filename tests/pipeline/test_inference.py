@@ -1,0 +1,178 @@
+"""Teacher inference into the cache with a tiny hourglass: flip-test values, bad files, slots, kill -9 + resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.presets import create_from_preset, get_preset
+from pipeline.codec import HeatmapCodec
+from pipeline.data.crops import CropDataset
+from pipeline.data.folders import scan_folder
+from pipeline.data.joints import MPII
+from pipeline.inference import run_teacher_inference, teacher_provenance
+from storage import CacheMismatchError, TeacherTargetCache
+
+PRESET = get_preset("tiny_teacher_mpii")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_images(folder: Path, count: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)).save(folder / f"im{i:02d}.png")
+
+
+def tiny_teacher() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_from_preset(PRESET).eval()
+
+
+def new_cache(path: Path, sha: str = "0" * 64) -> TeacherTargetCache:
+    return TeacherTargetCache(path).open_or_create(teacher_provenance(PRESET, sha))
+
+
+def infer(model: torch.nn.Module, folder: Path, cache: TeacherTargetCache, **kwargs: object):
+    records = scan_folder(folder, input_aspect=1.0).records
+    options = dict(batch_size=3, device="cpu", num_workers=0, shard_size=4, progress=False)
+    options.update(kwargs)
+    return run_teacher_inference(model, PRESET, records, cache, **options)
+
+
+def test_stored_heatmaps_are_the_flip_average_computed_by_hand(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 4)
+    model = tiny_teacher()
+    cache = new_cache(tmp_path / "cache")
+    report = infer(model, tmp_path / "imgs", cache)
+    assert (report.new, report.skipped, report.failed) == (4, 0, 0)
+
+    data = cache.dataset()
+    records = data.records()
+    images = torch.stack([item["image"] for item in CropDataset(records, PRESET.input_size, PRESET.color_order)])
+    perm = MPII.flip_permutation()
+    with torch.no_grad():
+        direct = model(images)[-1]
+        mirrored = model(images.flip(-1))[-1].flip(-1)[:, perm]
+    shifted = mirrored.clone()
+    shifted[..., 1:] = mirrored[..., :-1]  # HRNet's one-pixel shift of the flipped pass
+    expected = ((direct + shifted) / 2).numpy()
+    stored = torch.stack([data[i]["heatmaps"] for i in range(len(data))]).numpy()
+    np.testing.assert_allclose(stored, expected, atol=2e-3, rtol=2e-3)  # float16 storage
+    assert not np.allclose(stored, direct.numpy(), atol=2e-3)  # the flip pass really contributed
+
+    codec = HeatmapCodec(PRESET.input_size, PRESET.heatmap_size)
+    coords, maxvals = codec.decode(torch.from_numpy(expected))
+    np.testing.assert_allclose(data.index.numeric["maxvals"], maxvals.numpy(), atol=2e-3)
+    image_px = codec.to_image(coords, [r.center for r in records], [r.scale for r in records])
+    np.testing.assert_allclose(data.index.numeric["teacher_joints_image"], image_px, atol=0.5)
+
+
+def test_bad_image_is_reported_and_does_not_stop_the_run(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 3)
+    records = scan_folder(tmp_path / "imgs", input_aspect=1.0).records
+    (tmp_path / "imgs" / "im01.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    cache = new_cache(tmp_path / "cache")
+    report = run_teacher_inference(tiny_teacher(), PRESET, records, cache, batch_size=2, device="cpu", num_workers=0,
+                                   progress=False)  # fmt: skip
+    assert (report.new, report.failed) == (2, 1)
+    assert report.failed_files == (str(tmp_path / "imgs" / "im01.png"),)
+    again = run_teacher_inference(tiny_teacher(), PRESET, records, cache, batch_size=2, device="cpu", num_workers=0,
+                                  progress=False)  # fmt: skip
+    assert (again.new, again.skipped, again.failed) == (0, 2, 1)
+
+
+def test_slots_fill_one_cache_side_by_side(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 7)
+    model = tiny_teacher()
+    cache = new_cache(tmp_path / "cache")
+    reports = [infer(model, tmp_path / "imgs", cache, shard_index=i, num_shards=2) for i in (0, 1)]
+    assert sum(r.new for r in reports) == 7 and all(r.new for r in reports)
+    keys = [r.key for r in cache.dataset().records()]
+    assert len(set(keys)) == 7
+    assert {s.slot for s in cache.manifest().shards} == {(0, 2), (1, 2)}
+    assert infer(model, tmp_path / "imgs", cache).skipped == 7
+
+
+def test_wrong_teacher_is_refused(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 1)
+    cache = new_cache(tmp_path / "cache")
+    with pytest.raises(CacheMismatchError, match="checkpoint_sha256"):
+        new_cache(tmp_path / "cache", sha="f" * 64)
+    coco = get_preset("tiny_teacher_coco")
+    records = scan_folder(tmp_path / "imgs", input_aspect=0.75).records
+    with pytest.raises(CacheMismatchError, match="heatmap_size"):
+        run_teacher_inference(create_from_preset(coco), coco, records, cache, batch_size=1, device="cpu",
+                              num_workers=0, progress=False)  # fmt: skip
+
+
+KILLABLE = textwrap.dedent(
+    """
+    import sys, time, torch
+    from models.presets import create_from_preset, get_preset
+    from pipeline.data.folders import scan_folder
+    from pipeline.inference import run_teacher_inference, teacher_provenance
+    from storage import TeacherTargetCache
+
+    preset = get_preset("tiny_teacher_mpii")
+    torch.manual_seed(0)
+    model = create_from_preset(preset).eval()
+    forward = model.forward
+    def slow_forward(x):  # long enough a run to be killed in the middle
+        time.sleep(float(sys.argv[3]))
+        return forward(x)
+    model.forward = slow_forward
+    cache = TeacherTargetCache(sys.argv[2]).open_or_create(teacher_provenance(preset, "0" * 64))
+    records = scan_folder(sys.argv[1], input_aspect=1.0).records
+    report = run_teacher_inference(model, preset, records, cache, batch_size=2, device="cpu", num_workers=1,
+                                   shard_size=4, progress=False)
+    print(report.new, report.skipped)
+    """
+)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 18)
+    script = tmp_path / "run.py"
+    script.write_text(KILLABLE)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    killed = tmp_path / "killed"
+    args = [sys.executable, str(script), str(tmp_path / "imgs"), str(killed)]
+    proc = subprocess.Popen([*args, "0.4"], env=env, cwd=REPO)
+    manifest = killed / "manifest.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if manifest.exists() and len(json.loads(manifest.read_text())["shards"]) >= 2:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    before = json.loads(manifest.read_text())["shards"]
+    assert 2 <= sum(s["num_samples"] for s in before) < 18  # really interrupted in the middle
+
+    done = subprocess.run([*args, "0"], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    new, skipped = map(int, done.stdout.split())
+    assert skipped == sum(s["num_samples"] for s in before) and new + skipped == 18
+    after = TeacherTargetCache(killed).manifest()
+    assert [(s.name, s.sha256) for s in after.shards[: len(before)]] == [(s["name"], s["sha256"]) for s in before]
+    assert after.superseded == {} and not list(killed.glob(".tmp-*"))
+
+    reference = new_cache(tmp_path / "reference")
+    infer(tiny_teacher(), tmp_path / "imgs", reference)
+    got, want = TeacherTargetCache(killed).dataset(), reference.dataset()
+    assert len(got) == len(want) == 18 and len({r.key for r in got.records()}) == 18
+    position = {r.key: i for i, r in enumerate(want.records())}
+    for i, record in enumerate(got.records()):
+        np.testing.assert_allclose(got[i]["heatmaps"], want[position[record.key]]["heatmaps"], atol=2e-3)

@@ -1,0 +1,99 @@
+"""The training loop end to end on tiny synthetic data: exact resume, exported weights, validation, online teacher."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from models import create_from_preset
+from pipeline.training.loop import read_log, train
+from storage.checkpoints import load_checkpoint
+from tests.training.conftest import tiny_recipe
+
+
+def test_stop_after_epoch_one_then_resume_continues_the_same_curve(synthetic_mpii: Path, tmp_path: Path) -> None:
+    straight = train(tiny_recipe(synthetic_mpii, tmp_path / "straight"))
+
+    interrupted = tiny_recipe(synthetic_mpii, tmp_path / "resumed")
+    train(dataclasses.replace(interrupted, optim=dataclasses.replace(interrupted.optim, epochs=1)))
+    resumed = train(dataclasses.replace(interrupted, resume=True))
+
+    a, b = read_log(straight.log), read_log(resumed.log)
+    assert [r["epoch"] for r in b] == [0, 1, 2]
+    assert [r["lr"] for r in b] == [1e-3, 1e-3, 1e-4]  # the scheduler state came back too
+    for ra, rb in zip(a, b, strict=True):
+        assert len(ra["step_losses"]) >= 2
+        assert ra["step_losses"] == rb["step_losses"]  # bit-identical: same crops, order, weights and moments
+    state_a = torch.load(straight.weights, weights_only=True)
+    state_b = torch.load(resumed.weights, weights_only=True)
+    for name, tensor in state_a.items():
+        assert torch.equal(tensor, state_b[name]), name
+
+
+def test_exported_weights_load_strictly_and_loss_goes_down(synthetic_mpii: Path, tmp_path: Path) -> None:
+    config = tiny_recipe(synthetic_mpii, tmp_path / "run", optim={"epochs": 4, "lr": 2e-3, "milestones": [10]},
+                         eval={"format": "mpii", "root": str(synthetic_mpii), "split": "valid", "every": 2})
+    result = train(config)
+    model = create_from_preset("tiny_student_mpii")
+    report = load_checkpoint(model, result.weights, strict=True)
+    assert report is not None
+    assert set(torch.load(result.weights, weights_only=True)) == set(model.state_dict())
+    log = read_log(result.log)
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert log[-1]["loss_teacher"] == 0.0 and log[-1]["loss_ground_truth"] > 0
+    # validation with flip test every 2 epochs, best weights tracked by PCKh Mean
+    assert [bool(r["metrics"]) for r in log] == [False, True, False, True]
+    assert "Mean" in result.metrics and result.best_metric == max(r["metrics"]["Mean"] for r in log if r["metrics"])
+    assert result.best_weights is not None and result.best_weights.exists()
+    payload = torch.load(result.checkpoint, weights_only=True)  # the resumable checkpoint is weights_only-safe
+    assert payload["epoch"] == 4 and set(payload["rng"]) == {"torch", "cuda", "numpy", "python"}
+    assert json.loads(Path(str(result.weights) + ".json").read_text())["preset"] == "tiny_student_mpii"
+
+
+def test_online_teacher_mode_distils_from_the_teacher(synthetic_mpii: Path, tmp_path: Path) -> None:
+    teacher = create_from_preset("tiny_teacher_mpii")
+    torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
+    config = tiny_recipe(
+        synthetic_mpii, tmp_path / "online", optim={"epochs": 1}, loss={"alpha": 0.5},
+        teacher_online=True, teacher_preset="tiny_teacher_mpii", teacher_checkpoint=str(tmp_path / "teacher.pt"),
+    )
+    log = read_log(train(config).log)
+    assert log[0]["loss_teacher"] > 0 and log[0]["loss_ground_truth"] > 0
+
+
+def _build_cache(teacher_path: Path, records: list, cache_dir: Path) -> None:
+    from models import get_preset
+    from pipeline.inference import run_teacher_inference, teacher_provenance
+    from storage.cache import TeacherTargetCache
+    from storage.checkpoints import sha256_file
+
+    preset = get_preset("tiny_teacher_mpii")
+    teacher = create_from_preset(preset)
+    load_checkpoint(teacher, teacher_path, strict=True)
+    cache = TeacherTargetCache(cache_dir).open_or_create(teacher_provenance(preset, sha256_file(teacher_path)))
+    run_teacher_inference(teacher, preset, records, cache, batch_size=8, device="cpu", num_workers=0, progress=False)
+
+
+def test_cached_teacher_with_an_unlabelled_folder(synthetic_mpii: Path, tmp_path: Path) -> None:
+    from pipeline.data.folders import scan_folder
+    from pipeline.data.mpii import load_mpii
+    from pipeline.data.synthetic import generate_unlabeled_folder
+
+    torch.manual_seed(0)
+    torch.save(create_from_preset("tiny_teacher_mpii").state_dict(), tmp_path / "teacher.pt")
+    folder = tmp_path / "street"
+    generate_unlabeled_folder(folder, 3, seed=2, size_range=(160, 200))
+    labelled = load_mpii(synthetic_mpii, "train")
+    unlabelled = scan_folder(folder, input_aspect=1.0).records
+    _build_cache(tmp_path / "teacher.pt", labelled + unlabelled, tmp_path / "cache")
+
+    config = tiny_recipe(synthetic_mpii, tmp_path / "cached", optim={"epochs": 1}, loss={"alpha": 0.5},
+                         data={"teacher_cache": str(tmp_path / "cache"), "unlabeled": ["folder/street"]})
+    result = train(config)
+    log = read_log(result.log)
+    assert log[0]["loss_teacher"] > 0 and log[0]["loss_ground_truth"] > 0
+    batches = -(-(len(labelled) + len(unlabelled)) // 4)
+    assert len(log[0]["step_losses"]) == batches  # the unlabeled folder's records joined the labelled ones
