@@ -39,10 +39,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Job control: each background job gets its own process group, so `kill -- -PID` stops it with its children.
+# Job control (set -m) only while starting background jobs: each gets its own process group, so that
+# `kill -- -PID` stops it with its children; foreground steps stay in ours, so Ctrl-C reaches them and the trap.
 set -m
 "$BIN/prefect" server start --host 127.0.0.1 --port "$PORT" >"$OUT/logs/server.log" 2>&1 &
 SERVER_PID=$!
+set +m
 echo "== Prefect server PID $SERVER_PID on http://127.0.0.1:$PORT (log: demo_out/logs/server.log)"
 
 echo "== generating data and training the tiny teachers (while the server starts)"
@@ -57,8 +59,10 @@ curl -sf "$PREFECT_API_URL/health" >/dev/null || { echo "server did not start, s
 echo "== registering deployments and starting a worker on pool 'gpu'"
 "$BIN/prefect" work-pool create gpu --type process --overwrite >/dev/null
 "$BIN/prefect" --no-prompt deploy --all >"$OUT/logs/deploy.log" 2>&1
+set -m
 "$BIN/prefect" worker start --pool gpu --limit 1 >"$OUT/logs/worker.log" 2>&1 &
 WORKER_PID=$!
+set +m
 
 echo "== run 1: distill-flow/demo on MPII"
 "$BIN/prefect" deployment run distill-flow/demo --watch --flow-run-name demo-mpii

@@ -71,11 +71,15 @@ def student_config(params: DistillParams, variant: str, discovery: stages.Discov
 def train_variant(params: DistillParams, variant: str, discovery: stages.Discovery) -> StudentResult:
     """Train (or resume, or find finished) the ``variant`` student; torchrun over every visible GPU when >1."""
     config = student_config(params, variant, discovery)
+    recipe = write_recipe(config)  # also the file to hand to a multi-node torchrun launch
     gpus = _visible_gpus() if stages.device_name(params) == "cuda" else 0
-    logger.info("training student %s in %s (%s)", variant, config.output_dir,
+    logger.info("training student %s from %s (%s)", variant, recipe,
                 f"torchrun on {gpus} GPUs" if gpus > 1 else "in-process")  # fmt: skip
     if gpus > 1:
-        weights = _torchrun(config, gpus)
+        from pipeline.training.loop import WEIGHTS_NAME
+
+        subprocess.run(torchrun_command(recipe, gpus), check=True)
+        weights = Path(config.output_dir) / WEIGHTS_NAME
     else:
         from pipeline.training.loop import train
 
@@ -93,15 +97,15 @@ def _visible_gpus() -> int:
     return torch.cuda.device_count()
 
 
-def _torchrun(config: TrainConfig, gpus: int) -> Path:
-    """Run ``pipeline.training.loop`` on ``gpus`` local processes (DDP) and return the final weights."""
-    from pipeline.training.loop import WEIGHTS_NAME
-
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    recipe = out / "recipe.yaml"
+def write_recipe(config: TrainConfig) -> Path:
+    """Write ``config`` as ``<output_dir>/recipe.yaml`` (what ``fpd train --config`` and torchrun read)."""
+    recipe = Path(config.output_dir) / "recipe.yaml"
+    recipe.parent.mkdir(parents=True, exist_ok=True)
     recipe.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-               "-m", "pipeline.training.loop", "--config", str(recipe)]  # fmt: skip
-    subprocess.run(command, check=True)
-    return out / WEIGHTS_NAME
+    return recipe
+
+
+def torchrun_command(recipe: Path, gpus: int) -> list[str]:
+    """One node, ``gpus`` processes; for several nodes run ``torchrun --nnodes ... -m pipeline.training.loop``."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+            "-m", "pipeline.training.loop", "--config", str(recipe)]  # fmt: skip

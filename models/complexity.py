@@ -50,16 +50,20 @@ def trace_macs(model: nn.Module, input_hw: tuple[int, int]) -> tuple[int, Any]:
 
     counted = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, counted)]
-    state = {name: torch.empty_like(t, device="meta") for name, t in model.state_dict(keep_vars=True).items()}
-    image = torch.empty(1, 3, *input_hw, device="meta")
-    was_training = model.training
+    tensors = [*model.named_parameters(), *model.named_buffers()]  # non-persistent buffers too
+    state = {name: torch.empty_like(t, device="meta") for name, t in tensors}
+    dtype = next((t.dtype for _, t in tensors if t.is_floating_point()), torch.float32)
+    image = torch.empty(1, 3, *input_hw, device="meta", dtype=dtype)
+    # Per-module modes, restored one by one: a model may be training with some BatchNorms frozen in eval mode.
+    modes = [(m, m.training) for m in model.modules()]
     try:
         # Eval mode: BatchNorm must not try to update (meta) running statistics.
         model.eval()
         with torch.no_grad():
             result = functional_call(model, state, (image,))
     finally:
-        model.train(was_training)
+        for module, mode in modes:
+            module.training = mode
         for handle in handles:
             handle.remove()
     return total, result

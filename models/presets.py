@@ -49,6 +49,7 @@ class ModelPreset:
 
     @property
     def num_joints(self) -> int:
+        """K: 16 for MPII, 17 for COCO."""
         return NUM_JOINTS[self.joint_set]
 
     @property
@@ -81,14 +82,15 @@ _PRESET_LIST = (
                 "pose HRNet-W32, MPII"),
     ModelPreset("hrnet_w48_256x256", "hrnet_w48", (), "mpii", (256, 256), (64, 64), "RGB",
                 "pose HRNet-W48, MPII"),
-    # CPU-sized hourglasses for tests and the demo; depth 3 so the 32x24 heatmap halves cleanly three times.
+    # CPU-sized hourglasses for tests and the demo. COCO ones are portrait like 192x256; depth 3 so that the 24x32
+    # (w x h) heatmap halves cleanly three times.
     ModelPreset("tiny_teacher_mpii", "hourglass", _hourglass(2, 64, depth=3), "mpii", (128, 128), (32, 32), "RGB",
                 "CPU demo teacher: 2-stack hourglass, 64 features, depth 3"),
     ModelPreset("tiny_student_mpii", "hourglass", _hourglass(1, 32, depth=3), "mpii", (128, 128), (32, 32), "RGB",
                 "CPU demo student: 1-stack hourglass, 32 features, depth 3"),
-    ModelPreset("tiny_teacher_coco", "hourglass", _hourglass(2, 64, depth=3), "coco", (128, 96), (32, 24), "RGB",
+    ModelPreset("tiny_teacher_coco", "hourglass", _hourglass(2, 64, depth=3), "coco", (96, 128), (24, 32), "RGB",
                 "CPU demo teacher: 2-stack hourglass, 64 features, depth 3"),
-    ModelPreset("tiny_student_coco", "hourglass", _hourglass(1, 32, depth=3), "coco", (128, 96), (32, 24), "RGB",
+    ModelPreset("tiny_student_coco", "hourglass", _hourglass(1, 32, depth=3), "coco", (96, 128), (24, 32), "RGB",
                 "CPU demo student: 1-stack hourglass, 32 features, depth 3"),
 )
 

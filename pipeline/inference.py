@@ -28,6 +28,7 @@ from pipeline.data.records import SampleRecord
 from pipeline.flip import final_heatmaps, flip_test
 from storage.cache import TeacherTargetCache
 from storage.cache_provenance import CacheMismatchError, CacheProvenance
+from storage.cache_shards import DEFAULT_COMPRESSION
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def run_teacher_inference(
     num_workers: int = 2,
     shard_size: int = 512,
     progress: bool = True,
+    compression: str = DEFAULT_COMPRESSION,
 ) -> InferenceReport:
     """Infer teacher heatmaps for the records of this slot that the cache lacks, and store them.
 
@@ -116,6 +118,7 @@ def run_teacher_inference(
         num_workers: DataLoader processes decoding and cropping (0: in this process).
         shard_size: samples per shard file (bounds the writer's memory).
         progress: show a tqdm bar.
+        compression: shard compression, a key of ``storage.cache_shards.COMPRESSIONS`` (see docs/cache.md).
 
     Returns:
         New, skipped and failed counts, the failed file names and the committed shards.
@@ -138,7 +141,8 @@ def run_teacher_inference(
     new = 0
     # The writer is opened first: it adopts shards an interrupted run renamed but did not list, so that
     # planning below does not infer their samples again.
-    with cache.writer(shard_index=shard_index, num_shards=num_shards, shard_size=shard_size) as writer:
+    with cache.writer(shard_index=shard_index, num_shards=num_shards, shard_size=shard_size,
+                      compression=compression) as writer:  # fmt: skip
         todo = cache.missing(mine)
         skipped = len(mine) - len(todo)
         logger.info("slot %d/%d: %d records, %d cached, %d to infer", shard_index, num_shards, len(mine), skipped,

@@ -23,23 +23,18 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from storage.atomic import fsync_directory
 from storage.cache_index import CacheIndex, ColumnCache, DamagedShardWarning, build_index
-from storage.cache_manifest import MANIFEST_NAME, Manifest, ShardEntry, load_manifest, save_manifest
+from storage.cache_manifest import MANIFEST_NAME, Manifest, ShardEntry, load_manifest, save_manifest, utc_now
 from storage.cache_provenance import CacheMismatchError, CacheProvenance, package_version
 from storage.cache_shards import (
+    COMPRESSIONS,
     DEFAULT_COMPRESSION,
-    ShardBatch,
     check_structure,
-    concat_batches,
-    slice_batch,
-    write_shard,
 )
+from storage.cache_writer import CacheWriter
 from storage.checkpoints import sha256_file
 from storage.locking import FileLock, LockBusyError, is_locked
 
@@ -59,10 +54,6 @@ _SHARD_RE = re.compile(r"^shard-[0-9a-f]{32}\.h5$")
 
 class CacheLockedError(RuntimeError):
     """Another live process writes the same slot of this cache (or uses an overlapping ``--shard`` layout)."""
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class TeacherTargetCache:
@@ -163,6 +154,16 @@ class TeacherTargetCache:
         self._planned.update(hashed)
         return out
 
+    def image_state(self, path: Path, fingerprint: str = "") -> tuple[int, int, str]:
+        """(size, mtime_ns, fingerprint) of an image: as ``missing`` saw it when it planned, else read now."""
+        from pipeline.data.images import image_fingerprint
+
+        planned = self._planned.get(path)
+        if planned is None:
+            st = path.stat()
+            planned = (st.st_size, st.st_mtime_ns, fingerprint or image_fingerprint(path))
+        return planned
+
     # -- writing -----------------------------------------------------------------------------------------------
 
     def writer(
@@ -180,6 +181,8 @@ class TeacherTargetCache:
         """
         if not 0 <= shard_index < num_shards:
             raise ValueError(f"shard index {shard_index} is not in 0..{num_shards - 1}")
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"unknown compression {compression!r}; known: {', '.join(COMPRESSIONS)}")
         slot_lock = FileLock(
             self.path / "locks" / f"slot-{shard_index}-of-{num_shards}.lock",
             description=f"slot {shard_index}/{num_shards} of teacher cache {self.path}",
@@ -297,140 +300,3 @@ def _read_slot(path: Path) -> tuple[int, int]:
     with h5py.File(path, "r") as f:
         slot = f.attrs["slot"]
         return int(slot[0]), int(slot[1])
-
-
-class CacheWriter:
-    """Buffers inferred samples and commits them as shards of ``shard_size`` (made by ``TeacherTargetCache.writer``).
-
-    Memory stays bounded by one shard's worth of samples. Leaving the ``with`` block commits what is buffered,
-    also on an exception (every buffered sample is complete), and releases the slot lock.
-    """
-
-    def __init__(
-        self,
-        cache: TeacherTargetCache,
-        provenance: CacheProvenance,
-        slot_lock: FileLock,
-        slot: tuple[int, int],
-        shard_size: int,
-        compression: str,
-    ) -> None:
-        self.cache = cache
-        self.provenance = provenance
-        self.slot = slot
-        self.shard_size = shard_size
-        self.compression = compression
-        self.committed: list[ShardEntry] = []
-        self._lock = slot_lock
-        self._buffer: list[ShardBatch] = []
-        self._buffered = 0
-
-    @property
-    def num_written(self) -> int:
-        return sum(e.num_samples for e in self.committed)
-
-    def add(
-        self,
-        records: Sequence[SampleRecord],
-        heatmaps: np.ndarray,
-        teacher_joints: np.ndarray,
-        teacher_joints_image: np.ndarray,
-        maxvals: np.ndarray,
-    ) -> None:
-        """Buffer N inferred samples; commits a shard each time ``shard_size`` samples are buffered.
-
-        Args:
-            records: the N records (fingerprints filled by ``missing``, else computed here).
-            heatmaps: (N, K, H, W) teacher heatmaps (flip-test averaged when the provenance says so).
-            teacher_joints: (N, K, 2) decoded joints in heatmap pixels.
-            teacher_joints_image: (N, K, 2) decoded joints in image pixels.
-            maxvals: (N, K) heatmap values at the decoded joints.
-        """
-        if not self._lock.held:
-            raise RuntimeError("this cache writer is closed")
-        k = len(self.provenance.joint_names)
-        w, h = self.provenance.heatmap_size
-        if heatmaps.shape != (len(records), k, h, w):
-            raise ValueError(f"heatmaps of shape {heatmaps.shape}, the cache expects (N, {k}, {h}, {w})")
-        self._buffer.append(self._batch(records, heatmaps, teacher_joints, teacher_joints_image, maxvals))
-        self._buffered += len(records)
-        while self._buffered >= self.shard_size:
-            self._commit(self.shard_size)
-
-    def close(self) -> None:
-        """Commit the remaining samples and release the slot lock."""
-        try:
-            if self._buffered:
-                self._commit(self._buffered)
-        finally:
-            self._lock.release()
-
-    def __enter__(self) -> CacheWriter:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def _commit(self, n: int) -> None:
-        batch = concat_batches(self._buffer)
-        head, rest = slice_batch(batch, 0, n), slice_batch(batch, n, batch.num_samples)
-        temp = self.cache.path / f".tmp-slot{self.slot[0]}of{self.slot[1]}-{uuid.uuid4().hex}.h5"
-        try:
-            write_shard(temp, self.provenance, head, slot=self.slot, compression=self.compression, created=utc_now())
-            self.committed.append(self.cache.commit_shard(temp, self.slot, n))
-        finally:
-            temp.unlink(missing_ok=True)
-        self._buffer = [rest] if rest.num_samples else []
-        self._buffered = rest.num_samples
-
-    def _batch(
-        self,
-        records: Sequence[SampleRecord],
-        heatmaps: np.ndarray,
-        teacher_joints: np.ndarray,
-        teacher_joints_image: np.ndarray,
-        maxvals: np.ndarray,
-    ) -> ShardBatch:
-        from pipeline.data.images import image_fingerprint
-
-        n, k = len(records), len(self.provenance.joint_names)
-        joints = np.full((n, k, 2), np.nan, dtype=np.float32)
-        visibility = np.zeros((n, k), dtype=np.float32)
-        stats = np.zeros((n, 2), dtype=np.int64)
-        fingerprints = []
-        for i, record in enumerate(records):
-            if record.joints is not None:
-                joints[i] = record.joints
-                visibility[i] = record.visibility if record.visibility is not None else 1.0
-            path = Path(record.root) / record.image
-            planned = self.cache._planned.get(path)
-            if planned is None:
-                st = path.stat()
-                planned = (st.st_size, st.st_mtime_ns, record.fingerprint or image_fingerprint(path))
-            stats[i] = planned[:2]
-            fingerprints.append(record.fingerprint or planned[2])
-        strings = {
-            "source": [r.source for r in records],
-            "root": [str(Path(r.root).resolve()) for r in records],
-            "image": [r.image for r in records],
-            "instance_id": [str(r.instance_id) for r in records],
-            "fingerprint": fingerprints,
-        }
-        numeric = {
-            "center": np.array([r.center for r in records], dtype=np.float64).reshape(n, 2),
-            "scale": np.array([r.scale for r in records], dtype=np.float64).reshape(n, 2),
-            "rotation": np.array([r.rotation for r in records], dtype=np.float64),
-            "score": np.array([r.score for r in records], dtype=np.float32),
-            "image_id": np.array([r.image_id for r in records], dtype=np.int64),
-            "labelled": np.array([r.joints is not None for r in records], dtype=bool),
-            "joints": joints,
-            "visibility": visibility,
-            "teacher_joints": np.asarray(teacher_joints, dtype=np.float32).reshape(n, k, 2),
-            "teacher_joints_image": np.asarray(teacher_joints_image, dtype=np.float32).reshape(n, k, 2),
-            "maxvals": np.asarray(maxvals, dtype=np.float32).reshape(n, k),
-            "file_size": stats[:, 0].copy(),
-            "file_mtime_ns": stats[:, 1].copy(),
-        }
-        return ShardBatch(strings=strings, numeric=numeric, heatmaps=np.asarray(heatmaps, dtype=np.float16))

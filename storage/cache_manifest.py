@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,8 @@ def save_manifest(cache_dir: Path, manifest: Manifest) -> None:
     """Replace the manifest atomically: readers see the old or the new one, never a mix (call under the lock)."""
     with atomic_write(Path(cache_dir) / MANIFEST_NAME, "w") as f:
         f.write(json.dumps(manifest.to_dict(), indent=1))
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 to the second (manifest and shard time stamps)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -29,13 +29,20 @@ from storage.cache_provenance import CacheProvenance
 
 SHARD_FORMAT = "fpd-teacher-shard-1"
 
-COMPRESSIONS: dict[str, dict[str, object]] = {
-    "none": {},
-    "lzf": {"compression": "lzf"},
-    "gzip1": {"compression": "gzip", "compression_opts": 1},
-    "gzip4": {"compression": "gzip", "compression_opts": 4},
+QUANTUM = 2.0**-12
+"""Absolute step of the ``-q`` options: half of it (1.2e-4) is below float16's own rounding at values in [0.5, 1)."""
+
+COMPRESSIONS: dict[str, tuple[dict[str, object], float]] = {
+    "none": ({}, 0.0),
+    "lzf": ({"compression": "lzf"}, 0.0),
+    "gzip1": ({"compression": "gzip", "compression_opts": 1}, 0.0),
+    "gzip4": ({"compression": "gzip", "compression_opts": 4}, 0.0),
+    "lzf-q": ({"compression": "lzf"}, QUANTUM),
+    "gzip1-q": ({"compression": "gzip", "compression_opts": 1}, QUANTUM),
 }
-"""h5py filter options by name. See docs/cache.md for the measurements behind ``DEFAULT_COMPRESSION``."""
+"""Name -> (h5py filter options, quantisation step). Lossless float16 noise does not compress; rounding values to
+multiples of ``QUANTUM`` first zeroes the low mantissa bits of small values, which then do. See docs/cache.md for
+the measurements behind ``DEFAULT_COMPRESSION``."""
 
 DEFAULT_COMPRESSION = "lzf"
 
@@ -105,13 +112,15 @@ def write_shard(
             f.create_dataset(name, data=np.asarray(batch.strings[name], dtype=object), dtype=h5py.string_dtype())
         for name in NUMERIC_COLUMNS:
             f.create_dataset(name, data=batch.numeric[name])
+        filters, quantum = COMPRESSIONS[compression]
+        heatmaps = np.round(batch.heatmaps / quantum) * quantum if quantum else batch.heatmaps
         # One chunk per sample: a random read decompresses exactly the sample it needs.
         f.create_dataset(
             "heatmaps",
-            data=batch.heatmaps.astype(np.float16, copy=False),
+            data=heatmaps.astype(np.float16, copy=False),
             chunks=(1, *batch.heatmaps.shape[1:]),
-            shuffle=compression != "none",
-            **COMPRESSIONS[compression],
+            shuffle=bool(filters),
+            **filters,
         )
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -74,7 +74,7 @@ class LoadReport:
     Attributes:
         path: the file.
         source_format: the detected layout (see the module docstring).
-        loaded: model keys that received a tensor from the file.
+        loaded: model keys that received a tensor from the file (``filled`` counters included).
         missing: model keys absent from the file (left as initialised; empty after a strict load).
         unexpected: file keys the model does not have (ignored).
         mismatched: ``(key, file shape, model shape)`` for keys present in both with different shapes (ignored).
@@ -109,7 +109,8 @@ def _short_reason(exc: BaseException) -> str:
     if isinstance(exc, (KeyError, UnicodeDecodeError)):
         return f"not a PyTorch checkpoint ({type(exc).__name__}: {text})"
     first_sentence = text.splitlines()[0].split(". ", 1)[0].rstrip(".") if text else ""
-    hint = " (truncated or corrupt file)" if isinstance(exc, RuntimeError) else ""
+    # A bare OSError (EINVAL on a cut zip) means a damaged file; its subclasses (PermissionError, ...) do not.
+    hint = " (truncated or corrupt file)" if isinstance(exc, RuntimeError) or type(exc) is OSError else ""
     return f"{type(exc).__name__}: {first_sentence}{hint}"
 
 

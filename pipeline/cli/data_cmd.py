@@ -79,7 +79,8 @@ def _list(args: argparse.Namespace) -> int:
     aspect = args.input_aspect if args.input_aspect is not None else DEFAULT_ASPECT[spec.kind]
     records, failures = load_source_report(spec, aspect)
     labelled = sum(r.labelled for r in records)
-    print(f"{spec.kind} {spec.root} [{spec.split}]: {len(records)} records ({labelled} labelled)")
+    split = f" [{spec.split}]" if spec.split else ""
+    print(f"{spec.kind} {spec.root}{split}: {len(records)} records ({labelled} labelled)")
     for name, reason in failures:
         print(f"  skipped {name}: {reason}")
     return 0

@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
     parser.add_argument("--workers", type=int, default=2, help="image decoding processes (default 2)")
     parser.add_argument("--shard-size", type=int, default=512, help="samples per shard file (default 512)")
+    parser.add_argument("--compression", choices=("none", "lzf", "gzip1", "gzip4", "lzf-q", "gzip1-q"), default="lzf",
+                        help="shard compression (default lzf; see docs/cache.md)")  # fmt: skip
     parser.add_argument("--decode", choices=("hrnet", "dark"), default="hrnet", help="joint decoding rule")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         report = run_teacher_inference(
             model, preset, records, cache, batch_size=args.batch_size, device=device, shard_index=shard_index,
             num_shards=num_shards, num_workers=args.workers, shard_size=args.shard_size,
-            progress=not args.no_progress,
+            progress=not args.no_progress, compression=args.compression,
         )  # fmt: skip
     except CacheLockedError as exc:
         raise UserError(str(exc)) from None

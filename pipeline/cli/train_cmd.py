@@ -1,9 +1,44 @@
-"""`fpd train` (placeholder: its owner replaces this module)."""
+"""`fpd train`: train a student on cached teacher heatmaps (or a teacher on ground truth alone) from a YAML recipe."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+
+from pipeline.training.config import add_train_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    pass
+    parser = subparsers.add_parser(
+        "train",
+        help="train a student with the FPD loss from a YAML recipe (configs/*.yaml)",
+        description="Train a student from a YAML recipe (see docs/training.md). Several GPUs or nodes: launch "
+        "`torchrun ... -m pipeline.training.loop --config FILE` with the same options.",
+    )
+    add_train_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.training.config import load_config
+    from pipeline.training.loop import train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = load_config(args.config, [*args.set, *(["resume=true"] if args.resume else [])])
+    result = train(config)
+    summary = {
+        "checkpoint": str(result.checkpoint),
+        "weights": str(result.weights),
+        "best_weights": str(result.best_weights) if result.best_weights else None,
+        "best_metric": result.best_metric,
+        "metrics": result.metrics,
+        "log": str(result.log),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        for key, value in summary.items():
+            print(f"{key}: {value}")
+    return 0

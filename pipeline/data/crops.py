@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from pipeline import geometry
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 def crop_record(
     record: SampleRecord, input_size: geometry.Size, *, use_draft: bool = True
-) -> tuple[np.ndarray, object]:
+) -> tuple[np.ndarray, Image.Image]:
     """Decode and crop one record's person box.
 
     Args:

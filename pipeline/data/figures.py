@@ -106,7 +106,8 @@ def sample_figure(rng: np.random.Generator, pelvis: tuple[float, float], height:
     pts[_P["head_top"]] = center + head_up * radius
     turn = rng.uniform(-0.3, 0.3) * radius  # the face slides sideways when the head turns
     pts[_P["nose"]] = center - head_up * 0.15 * radius + head_side * turn
-    # Facing the camera, the person's right is on the image's left.
+    # Facing the camera, the person's right is on the image's left. Limb angles are measured from "down" in the
+    # torso frame (``lean``), positive outwards.
     for sign, prefix in ((-1.0, "r_"), (1.0, "l_")):
         pts[_P[prefix + "eye"]] = center + head_up * 0.25 * radius + head_side * (sign * 0.38 * radius + turn)
         pts[_P[prefix + "ear"]] = center + head_side * sign * 0.95 * radius * yaw + head_side * 0.3 * turn
@@ -114,17 +115,16 @@ def sample_figure(rng: np.random.Generator, pelvis: tuple[float, float], height:
         pts[_P[prefix + "shoulder"]] = shoulder
         a1 = rng.uniform(-40.0, 175.0)
         a2 = a1 + rng.uniform(-30.0, 150.0)
-        base = lean  # limb angles are measured from "down" in the torso frame, outwards positive
-        elbow = shoulder + _unit(base + sign * a1) * 0.17 * h * rng.uniform(0.6, 1.0)
+        elbow = shoulder + _unit(lean + sign * a1) * 0.17 * h * rng.uniform(0.6, 1.0)
         pts[_P[prefix + "elbow"]] = elbow
-        pts[_P[prefix + "wrist"]] = elbow + _unit(base + sign * a2) * 0.15 * h * rng.uniform(0.6, 1.0)
+        pts[_P[prefix + "wrist"]] = elbow + _unit(lean + sign * a2) * 0.15 * h * rng.uniform(0.6, 1.0)
         hip = pts[_P["pelvis"]] + side * sign * 0.08 * h * yaw
         pts[_P[prefix + "hip"]] = hip
         t1 = rng.uniform(-20.0, 45.0) if rng.random() > 0.15 else rng.uniform(45.0, 110.0)
         t2 = t1 + rng.uniform(-100.0, 20.0)
-        knee = hip + _unit(base + sign * t1) * 0.24 * h * rng.uniform(0.7, 1.0)
+        knee = hip + _unit(lean + sign * t1) * 0.24 * h * rng.uniform(0.7, 1.0)
         pts[_P[prefix + "knee"]] = knee
-        pts[_P[prefix + "ankle"]] = knee + _unit(base + sign * t2) * 0.24 * h * rng.uniform(0.7, 1.0)
+        pts[_P[prefix + "ankle"]] = knee + _unit(lean + sign * t2) * 0.24 * h * rng.uniform(0.7, 1.0)
     return Figure(points=pts, height=h, head_radius=radius, thickness=0.05 * h * rng.uniform(0.8, 1.25))
 
 

@@ -32,7 +32,7 @@ from pipeline.data.records import PIXEL_STD
 logger = logging.getLogger(__name__)
 
 MIN_LABELLED_JOINTS = 4
-"""People with fewer joints inside the image (and, for COCO, fewer than this many visible) are not annotated."""
+"""People with fewer joints inside the image are not annotated (as MPII / COCO skip barely visible people)."""
 
 
 @dataclass(frozen=True)

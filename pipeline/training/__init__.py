@@ -1,0 +1,7 @@
+"""Student training for Fast Pose Distillation.
+
+Modules: ``config`` (typed YAML recipe), ``data`` (``DistillDataset``: one augmentation for image, GT and cached
+teacher heatmaps), ``loss`` (``FPDLoss``), ``schedule`` (optimiser, step LR), ``state`` (resumable checkpoints),
+``distributed`` (torchrun / DDP), ``sources`` (records, cache look-up, validation) and ``loop`` (``train``).
+Kept import-free so that ``fpd --help`` does not load torch.
+"""

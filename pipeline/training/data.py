@@ -20,6 +20,9 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from pipeline.augment import AugmentConfig, CropParams, crop_params_matrix, sample_crop, transform_joints
+from pipeline.codec import HeatmapCodec
+from pipeline.data.images import load_image, to_tensor
 from pipeline.data.joints import JointSet
 from pipeline.data.records import SampleRecord
 from pipeline.geometry import Size, compose_affine, crop_matrix, invert_affine, warp_image
@@ -123,9 +126,9 @@ class DistillDataset(Dataset):
         input_size: Size,
         heatmap_size: Size,
         color_order: str,
-        codec: object,
+        codec: HeatmapCodec,
         teacher: TeacherTargets | None = None,
-        augment: object | None = None,
+        augment: AugmentConfig | None = None,
         seed: int = 0,
     ) -> None:
         self.records = list(records)
@@ -148,9 +151,6 @@ class DistillDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Tensor | int | bool]:
-        from pipeline.augment import CropParams, crop_params_matrix, sample_crop, transform_joints
-        from pipeline.data.images import load_image, to_tensor
-
         record = self.records[index]
         image = load_image(record.path).image
         if self.augment is None:
@@ -181,9 +181,7 @@ class DistillDataset(Dataset):
             sample["teacher"] = self._teacher_heatmaps(record, params, image.width)
         return sample
 
-    def _teacher_heatmaps(self, record: SampleRecord, params: object, image_width: int) -> Tensor:
-        from pipeline.augment import crop_params_matrix
-
+    def _teacher_heatmaps(self, record: SampleRecord, params: CropParams, image_width: int) -> Tensor:
         cached = self.teacher(record)
         heatmaps = torch.from_numpy(np.ascontiguousarray(cached.heatmaps, dtype=np.float32))
         cached_size = (heatmaps.shape[-1], heatmaps.shape[-2])

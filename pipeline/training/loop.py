@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +32,9 @@ from pipeline.training.loss import FPDLoss
 from pipeline.training.schedule import build_optimizer, build_scheduler
 from pipeline.training.sources import build_train_dataset, evaluate
 from pipeline.training.state import BEST_NAME, CHECKPOINT_NAME, load_training_state, save_training_state
+
+if TYPE_CHECKING:
+    from models.presets import ModelPreset
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +197,11 @@ def train(config: TrainConfig) -> TrainResult:
                                         scheduler=scheduler, scaler=precision.scaler, map_location=device)
             start_epoch, best_metric, best_epoch = state.start_epoch, state.best_metric, state.best_epoch
             logger.info("resuming %s at epoch %d", checkpoint_path, start_epoch)
+            changed = _changed_keys(state.config, config_to_dict(config))
+            if changed:
+                logger.warning("resuming with a recipe that differs from the checkpoint's in: %s", ", ".join(changed))
+        elif checkpoint_path.exists() and info.is_main:
+            logger.warning("%s exists; starting over (pass --resume to continue it)", checkpoint_path)
         log_path = out / LOG_NAME
         if info.is_main:
             _truncate_log(log_path, start_epoch)
@@ -262,7 +272,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _online_teacher(config: TrainConfig, student_preset: object, device: torch.device) -> nn.Module:
+def _online_teacher(config: TrainConfig, student_preset: ModelPreset, device: torch.device) -> nn.Module:
     """The frozen teacher for ``teacher_online``: it must see the student's crop as is (same sizes and colours)."""
     from models import create_from_preset, get_preset
     from storage.checkpoints import load_checkpoint
@@ -285,6 +295,19 @@ def _online_teacher(config: TrainConfig, student_preset: object, device: torch.d
 
 def _weights_metadata(config: TrainConfig, metrics: dict[str, float]) -> dict[str, object]:
     return {"preset": config.student_preset, "metrics": metrics, "recipe": config_to_dict(config)}
+
+
+def _changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain recipes (``resume`` and ``optim.epochs`` may change)."""
+    changed = []
+    for key in sorted(set(saved) | set(current)):
+        dotted = f"{prefix}{key}"
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed.extend(_changed_keys(a, b, dotted + "."))
+        elif a != b and dotted not in ("resume", "optim.epochs"):
+            changed.append(dotted)
+    return changed
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -317,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = load_config(args.config, [*args.set, *(["resume=true"] if args.resume else [])])
     result = train(config)
-    logger.info("weights: %s", result.weights)
+    if os.environ.get("RANK", "0") == "0":
+        logger.info("weights: %s", result.weights)
     return 0
 
 

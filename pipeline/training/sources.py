@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from pipeline.data.joints import get_joint_set
+from pipeline.data.joints import JointSet, get_joint_set
 from pipeline.data.records import SampleRecord
 from pipeline.training.config import ConfigError, TrainConfig
 from pipeline.training.data import CachedTarget, DistillDataset
+
+if TYPE_CHECKING:
+    from models.presets import ModelPreset
+    from storage.cache_dataset import TeacherTargetDataset
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +32,7 @@ class CacheTargets:
         dataset: the cache's dataset view (lazy HDF5 reads, safe in DataLoader workers).
     """
 
-    def __init__(self, dataset: object) -> None:
+    def __init__(self, dataset: TeacherTargetDataset) -> None:
         self.dataset = dataset
         self._row = {dataset.index.key(i): i for i in range(len(dataset))}
 
@@ -67,7 +72,7 @@ def build_records(config: TrainConfig, input_aspect: float, cache: CacheTargets 
     return records
 
 
-def build_train_dataset(config: TrainConfig, preset: object) -> DistillDataset:
+def build_train_dataset(config: TrainConfig, preset: ModelPreset) -> DistillDataset:
     """The :class:`DistillDataset` of a recipe (records, cached teacher targets, augmentation, codec)."""
     from pipeline.augment import AugmentConfig
     from pipeline.codec import HeatmapCodec
@@ -91,7 +96,7 @@ def build_train_dataset(config: TrainConfig, preset: object) -> DistillDataset:
     )
 
 
-def _open_cache(config: TrainConfig, joint_set: object) -> CacheTargets:
+def _open_cache(config: TrainConfig, joint_set: JointSet) -> CacheTargets:
     from storage.cache import TeacherTargetCache
 
     cache = TeacherTargetCache(config.data.teacher_cache)
@@ -103,7 +108,7 @@ def _open_cache(config: TrainConfig, joint_set: object) -> CacheTargets:
     return CacheTargets(cache.dataset())
 
 
-def evaluate(model: nn.Module, config: TrainConfig, preset: object, device: torch.device) -> dict[str, float]:
+def evaluate(model: nn.Module, config: TrainConfig, preset: ModelPreset, device: torch.device) -> dict[str, float]:
     """Validation table of ``model`` (flip test per ``config.eval``): PCKh for MPII, COCO keypoint AP for COCO.
 
     ``pipeline.evaluate`` runs the model in eval mode and restores its train mode afterwards.

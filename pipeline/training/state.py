@@ -47,11 +47,12 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class TrainingState:
-    """What :func:`load_training_state` returns: the next epoch to run and the best metric so far."""
+    """What :func:`load_training_state` returns: the next epoch to run, the best metric so far, the saved recipe."""
 
     start_epoch: int
     best_metric: float | None
     best_epoch: int | None
+    config: dict[str, Any]
 
 
 def save_training_state(
@@ -114,4 +115,4 @@ def load_training_state(
         scaler.load_state_dict(payload["scaler"])
     restore_rng_state(payload["rng"])
     return TrainingState(start_epoch=int(payload["epoch"]), best_metric=payload["best_metric"],
-                         best_epoch=payload["best_epoch"])
+                         best_epoch=payload["best_epoch"], config=payload["config"])

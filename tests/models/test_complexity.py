@@ -25,15 +25,21 @@ def test_hand_computed_macs():
 
 
 def test_buffers_are_not_parameters():
-    model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.BatchNorm2d(2))
-    assert complexity(model, (4, 4)).params == 2 + 4  # conv weight + BN weight/bias; running stats excluded
+    model = nn.Sequential(nn.Conv2d(3, 2, 1, bias=False), nn.BatchNorm2d(2))
+    assert complexity(model, (4, 4)).params == 6 + 4  # conv weight + BN weight/bias; running stats excluded
 
 
 def test_counting_leaves_the_model_untouched():
     model = create_from_preset("tiny_student_mpii").train()
+    model.bn1.eval()  # a frozen BatchNorm inside a training model must stay frozen
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cost = complexity(model, (128, 128))
     assert cost.params == 49_856
-    assert model.training
+    assert model.training and model.layer1.training and not model.bn1.training
     assert all(torch.equal(before[k], v) and v.device.type == "cpu" for k, v in model.state_dict().items())
     assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_half_precision_model():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1)).to(torch.bfloat16)
+    assert complexity(model, (2, 2)).macs == 12 * 4

@@ -164,7 +164,8 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
 
     done = subprocess.run([*args, "0"], env=env, cwd=REPO, capture_output=True, text=True, check=True)
     new, skipped = map(int, done.stdout.split())
-    assert skipped == sum(s["num_samples"] for s in before) and new + skipped == 18
+    # A shard renamed just before the kill but not yet listed is adopted, so it may count as skipped too.
+    assert skipped >= sum(s["num_samples"] for s in before) and new + skipped == 18
     after = TeacherTargetCache(killed).manifest()
     assert [(s.name, s.sha256) for s in after.shards[: len(before)]] == [(s["name"], s["sha256"]) for s in before]
     assert after.superseded == {} and not list(killed.glob(".tmp-*"))

@@ -103,7 +103,8 @@ def test_coco_teacher_on_real_coco_ground_truth(tmp_path: Path, capsys: pytest.C
                  "--no-progress"]) == 0  # fmt: skip
     assert "12 new, 0 skipped, 0 failed" in capsys.readouterr().out
     data = TeacherTargetCache(tmp_path / "cache").dataset()
-    assert len(data) == 12 and data[0]["heatmaps"].shape == (17, 24, 32) and data[0]["labelled"]
+    w, h = get_preset("tiny_teacher_coco").heatmap_size
+    assert len(data) == 12 and data[0]["heatmaps"].shape == (17, h, w) and data[0]["labelled"]
 
 
 def test_heat_colours_ramp() -> None:

@@ -203,3 +203,25 @@ def test_leftovers_of_a_killed_writer(tmp_path: Path, cache: TeacherTargetCache)
     assert not temp.exists()
     assert [s.name for s in cache.manifest().shards] == [orphan.name]  # adopted, not re-inferred
     assert cache.missing(records) == []
+
+
+def test_writer_rejects_wrong_shapes_and_reports_background_failures(
+    tmp_path: Path, cache: TeacherTargetCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = make_folder(tmp_path, "a", 2)
+    heatmaps, joints, joints_image, maxvals = fake_outputs(2, 0)
+    with cache.writer(shard_size=1) as writer, pytest.raises(ValueError, match="expects"):
+        writer.add(records, heatmaps[:, :, :4], joints, joints_image, maxvals)
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("storage.cache_writer.write_shard", disk_full)
+    writer = cache.writer(shard_size=1)
+    writer.add(records[:1], heatmaps[:1], joints[:1], joints_image[:1], maxvals[:1])
+    with pytest.raises(OSError, match="No space"):
+        writer.close()
+    monkeypatch.undo()
+    assert not writer._lock.held and cache.manifest().shards == []
+    with cache.writer():  # the slot was released despite the failure
+        pass

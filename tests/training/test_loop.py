@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 import torch
+import yaml
 
 from models import create_from_preset
-from pipeline.training.loop import read_log, train
+from pipeline.training.config import ConfigError, config_to_dict
+from pipeline.training.loop import Precision, read_log, train, train_one_epoch
+from pipeline.training.loss import FPDLoss
 from storage.checkpoints import load_checkpoint
 from tests.training.conftest import tiny_recipe
+from tests.training.test_distributed import RandomPoses
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_stop_after_epoch_one_then_resume_continues_the_same_curve(synthetic_mpii: Path, tmp_path: Path) -> None:
@@ -56,12 +66,28 @@ def test_exported_weights_load_strictly_and_loss_goes_down(synthetic_mpii: Path,
 def test_online_teacher_mode_distils_from_the_teacher(synthetic_mpii: Path, tmp_path: Path) -> None:
     teacher = create_from_preset("tiny_teacher_mpii")
     torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
-    config = tiny_recipe(
-        synthetic_mpii, tmp_path / "online", optim={"epochs": 1}, loss={"alpha": 0.5},
+    config = tiny_recipe(  # also runs the channels-last path
+        synthetic_mpii, tmp_path / "online", optim={"epochs": 1}, loss={"alpha": 0.5}, channels_last=True,
         teacher_online=True, teacher_preset="tiny_teacher_mpii", teacher_checkpoint=str(tmp_path / "teacher.pt"),
     )
     log = read_log(train(config).log)
     assert log[0]["loss_teacher"] > 0 and log[0]["loss_ground_truth"] > 0
+
+
+def test_one_amp_path() -> None:
+    assert Precision.from_config("none", torch.device("cpu")) == Precision(None, None)
+    assert Precision.from_config("bf16", torch.device("cpu")).dtype is torch.bfloat16
+    with pytest.raises(ConfigError, match="fp16 needs CUDA"):
+        Precision.from_config("fp16", torch.device("cpu"))
+    # a bf16 autocast epoch on CPU: the loss is computed in float32 and the weights stay float32
+    dataset = RandomPoses()
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, 4, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4)
+    steps = train_one_epoch(model, FPDLoss(), optimizer, loader, torch.device("cpu"),
+                            Precision(torch.bfloat16, None))
+    assert steps["loss"].dtype == torch.float32 and torch.isfinite(steps["loss"]).all()
+    assert model[0].weight.dtype == torch.float32
 
 
 def _build_cache(teacher_path: Path, records: list, cache_dir: Path) -> None:
@@ -97,3 +123,29 @@ def test_cached_teacher_with_an_unlabelled_folder(synthetic_mpii: Path, tmp_path
     assert log[0]["loss_teacher"] > 0 and log[0]["loss_ground_truth"] > 0
     batches = -(-(len(labelled) + len(unlabelled)) // 4)
     assert len(log[0]["step_losses"]) == batches  # the unlabeled folder's records joined the labelled ones
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_on_the_same_curve(synthetic_mpii: Path, tmp_path: Path) -> None:
+    """SIGKILL a ``python -m pipeline.training.loop`` run after its first epoch, resume it, compare curves."""
+    reference = train(tiny_recipe(synthetic_mpii, tmp_path / "reference", optim={"epochs": 3}))
+    config = tiny_recipe(synthetic_mpii, tmp_path / "killed", optim={"epochs": 3})
+    recipe = tmp_path / "killed.yaml"
+    recipe.write_text(yaml.safe_dump(config_to_dict(config)))
+    command = [sys.executable, "-m", "pipeline.training.loop", "--config", str(recipe)]
+    log = tmp_path / "killed" / "log.jsonl"
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (log.exists() and log.read_text().strip()) and process.poll() is None:
+            assert time.monotonic() < deadline, "the run wrote no epoch in 120 s"
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    done = len(read_log(log))
+    assert done < 3, "the run finished before it could be killed"
+    subprocess.run([*command, "--resume"], cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resumed = read_log(log)
+    assert [r["epoch"] for r in resumed] == [0, 1, 2]
+    assert [r["step_losses"] for r in resumed] == [r["step_losses"] for r in read_log(reference.log)]

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.io
 
 from pipeline.cli import main
 from pipeline.metrics.coco import STATS_KEYS
@@ -31,6 +32,16 @@ def test_mpii_table_and_json(files, capsys):
     values = json.loads(capsys.readouterr().out)
     assert tuple(values) == TABLE_KEYS
     assert round(values["Mean"], 2) == 82.34 and round(values["Mean@0.1"], 2) == 28.97
+
+
+def test_json_writes_null_for_a_joint_without_annotations(files, tmp_path, capsys):
+    mat = scipy.io.loadmat(files["mpii_first5"])
+    one = {k: v[..., 2:3] if k != "dataset_joints" else v for k, v in mat.items() if not k.startswith("__")}
+    scipy.io.savemat(tmp_path / "gt.mat", one)  # the third person: no ankles annotated
+    np.save(tmp_path / "p.npy", np.transpose(one["pos_gt_src"], (2, 0, 1)) - 1)
+    assert main(["eval", "mpii", "--gt", str(tmp_path / "gt.mat"), "--preds", str(tmp_path / "p.npy"), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"Ankle": null' in out and json.loads(out)["Mean"] == 100.0
 
 
 def test_coco_table_and_json(files, capsys):

@@ -1,0 +1,99 @@
+"""Teacher inference throughput: the model's flip-test forward alone vs the whole inference-to-cache pipeline.
+
+Same teacher, batch size and device for both. "Model alone" times ``flip_test`` (one forward of the doubled
+batch, inference mode, channels-last, bf16 autocast on CUDA) on ready-made input tensors. "Pipeline" times
+``run_teacher_inference`` end to end into a fresh cache: planning (stat + fingerprint of every image), JPEG
+decoding and cropping in DataLoader workers, the same forward, decoding joints and writing compressed shards.
+The images are the real COCO and MPII sample photos (640x425 .. 1280x720 JPEGs), copied under distinct names
+until ``--images`` is reached, scanned as an unlabelled folder (one whole-image person each).
+
+Run: ``.venv/bin/python benchmarks/bench_inference.py [--preset tiny_teacher_mpii] [--batch-size 32]
+[--images 256] [--workers 1] [--device cpu]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from models.presets import create_from_preset, get_preset
+from pipeline.data.folders import scan_folder
+from pipeline.data.joints import get_joint_set
+from pipeline.flip import flip_test
+from pipeline.inference import run_teacher_inference, teacher_provenance
+from storage import TeacherTargetCache
+
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
+
+
+def model_alone(model: torch.nn.Module, preset_name: str, batch_size: int, images: int, device: torch.device) -> float:
+    """Images per second of the flip-test forward on ready tensors (one warm-up batch not counted)."""
+    preset = get_preset(preset_name)
+    perm = get_joint_set(preset.joint_set).flip_permutation()
+    w, h = preset.input_size
+    batch = torch.randn(batch_size, 3, h, w, device=device).contiguous(memory_format=torch.channels_last)
+    on_cuda = device.type == "cuda"
+    steps = max(1, images // batch_size)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+        flip_test(model, batch, perm).float().cpu()
+        start = time.perf_counter()
+        for _ in range(steps):
+            flip_test(model, batch, perm).float().cpu()  # .cpu(): the pipeline copies heatmaps back too
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def pipeline(
+    model: torch.nn.Module, preset_name: str, folder: Path, cache_dir: Path, batch_size: int, workers: int,
+    device: torch.device,
+) -> tuple[float, int]:  # fmt: skip
+    preset = get_preset(preset_name)
+    records = scan_folder(folder, input_aspect=preset.input_size[0] / preset.input_size[1]).records
+    cache = TeacherTargetCache(cache_dir).open_or_create(teacher_provenance(preset, "0" * 64))
+    start = time.perf_counter()
+    report = run_teacher_inference(model, preset, records, cache, batch_size=batch_size, device=device,
+                                   num_workers=workers, progress=False)  # fmt: skip
+    return report.new / (time.perf_counter() - start), report.new
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="tiny_teacher_mpii")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = create_from_preset(get_preset(args.preset)).eval().to(device).to(memory_format=torch.channels_last)
+    photos = sorted([*(REAL / "coco" / "images" / "val2017").glob("*.jpg"), *(REAL / "mpii" / "images").glob("*.jpg")])
+    alone, piped = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "photos"
+        folder.mkdir()
+        for i in range(args.images):
+            shutil.copyfile(photos[i % len(photos)], folder / f"{i:05d}_{photos[i % len(photos)].name}")
+        # Alternate the two measurements and keep the best of each, so that a burst of load elsewhere on the
+        # machine does not decide the ratio.
+        for r in range(args.repeats):
+            alone.append(model_alone(model, args.preset, args.batch_size, args.images, device))
+            rate, count = pipeline(model, args.preset, folder, Path(tmp) / f"cache{r}", args.batch_size, args.workers,
+                                   device)  # fmt: skip
+            piped.append(rate)
+    print(f"teacher {args.preset}, batch {args.batch_size}, {count} images, {args.workers} worker(s), "
+          f"device {device} ({torch.get_num_threads()} torch threads), best of {args.repeats}")  # fmt: skip
+    print("runs, model alone:", " ".join(f"{v:.1f}" for v in alone), "| pipeline:", " ".join(f"{v:.1f}" for v in piped))
+    alone, piped = max(alone), max(piped)
+    print(f"{'model flip-test forward alone':34} {alone:9.1f} images/s")
+    print(f"{'pipeline (decode+crop+fwd+write)':34} {piped:9.1f} images/s")
+    print(f"{'pipeline / model':34} {piped / alone:9.1%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""distill-flow end to end on a Prefect test server: cache, students, scores, artifacts, incremental re-runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from tests.flows.conftest import add_folder, tiny_parameters
+
+
+def _artifacts(flow_run_id: UUID) -> dict[str, object]:
+    """The flow run's artifacts by key (the latest of each)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in sorted(found, key=lambda a: a.created)}
+
+
+def _log_messages(flow_run_id: UUID) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # logs are shipped in batches by a background worker
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return [log.message for log in logs]
+
+
+def _run(params: dict[str, object]) -> tuple[dict[str, object], UUID]:
+    from flows.distill import distill_flow
+
+    state = distill_flow(**params, return_state=True)
+    assert state.is_completed(), state.message
+    return state.result(), state.state_details.flow_run_id
+
+
+def _epochs_trained(weights: str) -> int:
+    return len(Path(weights).with_name("log.jsonl").read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_distill_flow_fills_cache_trains_scores_and_reruns_incrementally(
+    prefect_harness: None, flow_data: dict[str, Path], tmp_path: Path
+) -> None:
+    from flows import stages
+    from flows.params import DistillParams
+    from storage.cache import TeacherTargetCache
+
+    add_folder(tmp_path / "unlabeled", "folder_a", 4)
+    params = tiny_parameters(flow_data, tmp_path, num_shards=2)
+    result, run_id = _run(params)
+
+    # The cache holds every labelled and unlabeled sample, written by both shard processes.
+    cache = TeacherTargetCache(params["cache_dir"])
+    records = stages.teacher_records(DistillParams.model_validate(params))
+    assert cache.missing(records) == []
+    summary = cache.inspect()
+    labelled = sum(1 for r in records if r.source == "mpii/train")
+    assert summary.per_source == {"mpii/train": labelled, "folder/folder_a": 4}
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert [s["shard_index"] for s in run["shards"]] == [0, 1]
+    assert sum(s["new"] for s in run["shards"]) == result["inferred"] == labelled + 4
+
+    # Both students trained; teacher and students scored with PCKh on the validation split.
+    assert set(result["students"]) == {"gt_only", "fpd"}
+    assert all(Path(w).is_file() for w in result["students"].values())
+    rows = result["metrics"]
+    assert [r["model"] for r in rows] == ["teacher", "student gt_only", "student fpd"]
+    assert all(r["dataset"] == "mpii" and 0.0 <= r["Mean"] <= 100.0 and "Mean@0.1" in r for r in rows)
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == rows
+
+    artifacts = _artifacts(run_id)
+    assert artifacts["distill-metrics"].type == "table"
+    assert "student fpd" in str(artifacts["distill-metrics"].data)
+    assert artifacts["teacher-cache-report"].type == "markdown"
+    assert "folder/folder_a (new folder)" in str(artifacts["teacher-cache-report"].data)
+    assert "index.html" in str(artifacts["teacher-cache-report"].data)
+    assert artifacts["distill-progress"].type == "progress"
+    assert float(artifacts["distill-progress"].data) == pytest.approx(100.0)
+    assert any("folder/folder_a (new folder): 4 images" in m for m in _log_messages(run_id))
+
+    # A folder dropped in: only its images are inferred; the student without unlabeled data is not retrained.
+    add_folder(tmp_path / "unlabeled", "folder_b", 3)
+    second, second_id = _run(params)
+    assert second["inferred"] == 3
+    by_source = {s["source"]: s for s in json.loads((tmp_path / "out" / "run.json").read_text())["sources"]}
+    assert by_source["folder/folder_b"]["new_folder"] and by_source["folder/folder_b"]["new_images"] == 3
+    assert by_source["mpii/train"]["new_samples"] == by_source["folder/folder_a"]["new_samples"] == 0
+    assert any("folder/folder_b (new folder): 3 images" in m for m in _log_messages(second_id))
+    assert second["students"]["gt_only"] == result["students"]["gt_only"]
+    assert _epochs_trained(second["students"]["gt_only"]) == 1
+    assert second["students"]["fpd"] != result["students"]["fpd"]
+    assert TeacherTargetCache(params["cache_dir"]).inspect().per_source["folder/folder_b"] == 3
+
+    # Nothing new: inference is skipped altogether.
+    third, third_id = _run(params)
+    assert third["inferred"] == 0
+    assert any("inference skipped" in m for m in _log_messages(third_id))

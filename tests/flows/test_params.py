@@ -1,0 +1,88 @@
+"""distill-flow parameters: validation, the flow signature, and the deployments of prefect.yaml."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from flows.params import DistillParams
+
+REPO = Path(__file__).resolve().parents[2]
+
+MINIMAL = {
+    "teacher": {"preset": "tiny_teacher_mpii", "checkpoint": "t.pth"},
+    "labelled": [{"dataset": "mpii", "root": "data/mpii"}],
+    "cache_dir": "cache",
+    "output_dir": "out",
+}
+
+
+def test_minimal_parameters_take_documented_defaults() -> None:
+    params = DistillParams.model_validate(MINIMAL)
+    assert params.alpha == 0.5 and params.use_ground_truth and params.num_shards == 1
+    assert (params.labelled[0].train, params.labelled[0].val) == ("train", "valid")
+    coco = DistillParams.model_validate(MINIMAL | {"labelled": [{"dataset": "coco", "root": "c"}]})
+    assert (coco.labelled[0].train, coco.labelled[0].val) == ("train2017", "val2017")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"alpha": 1.5}, "less than or equal to 1"),
+        ({"num_shards": 0}, "greater than or equal to 1"),
+        ({"evaluate": ["coco"]}, "needs a labelled source"),
+        ({"labelled": [{"dataset": "mpii", "root": "a"}, {"dataset": "coco", "root": "b"}]}, "different joint sets"),
+        ({"labelled": []}, "at least 1"),
+        ({"baselines": ["teacher_only"]}, "gt_only"),
+        ({"schedule": {"epochs": 3, "lr": 1e-3, "bogus": 1}}, "Extra inputs"),
+    ],
+)
+def test_invalid_parameters_are_refused_with_a_reason(change: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        DistillParams.model_validate(MINIMAL | change)
+
+
+def test_flow_signature_mirrors_the_parameter_model() -> None:
+    from flows.distill import distill_flow
+
+    signature = inspect.signature(distill_flow.fn).parameters
+    assert set(signature) == set(DistillParams.model_fields)
+    for name, parameter in signature.items():
+        field = DistillParams.model_fields[name]
+        if parameter.default is inspect.Parameter.empty:
+            assert field.is_required(), name
+        elif parameter.default is not None:  # None means "the model's default"
+            assert parameter.default == field.get_default(call_default_factory=True), name
+
+
+def test_prefect_yaml_deployments_are_valid_runs_on_the_gpu_pool() -> None:
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    deployments = {(d["entrypoint"].rsplit(":", 1)[1], d["name"]): d for d in spec["deployments"]}
+    assert set(deployments) == {
+        ("distill_flow", "default"),
+        ("distill_flow", "demo"),
+        ("teacher_inference_flow", "default"),
+    }
+    assert {d["work_pool"]["name"] for d in deployments.values()} == {"gpu"}
+    for key in (("distill_flow", "default"), ("distill_flow", "demo")):
+        params = DistillParams.model_validate(deployments[key]["parameters"])
+        assert params.evaluate == [params.labelled[0].dataset]
+    demo = DistillParams.model_validate(deployments["distill_flow", "demo"]["parameters"])
+    assert demo.device.device == "cpu" and demo.num_shards == 2
+    assert set(demo.baselines) == {"gt_only", "fpd_labelled"}
+    assert all(p.startswith("demo_out/") for p in (demo.cache_dir, demo.output_dir, demo.teacher.checkpoint))
+
+
+def test_demo_coco_parameters_swap_every_dataset_specific_field() -> None:
+    from flows.demo import dataset_parameters
+
+    mpii, coco = DistillParams.model_validate(dataset_parameters("mpii")), dataset_parameters("coco")
+    coco = DistillParams.model_validate(coco)
+    assert (coco.teacher.preset, coco.student.preset) == ("tiny_teacher_coco", "tiny_student_coco")
+    assert coco.labelled[0].dataset == "coco" and coco.evaluate == ["coco"]
+    assert coco.cache_dir != mpii.cache_dir and coco.output_dir != mpii.output_dir
+    assert coco.schedule == mpii.schedule and coco.unlabeled_roots == mpii.unlabeled_roots
