@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from flows.params import DistillParams
 from flows.scoring import format_table
 
 logger = logging.getLogger(__name__)
@@ -64,30 +65,37 @@ def dataset_parameters(dataset: str) -> dict[str, object]:
     }
 
 
-def prepare(sizes: DemoSizes) -> None:
-    """Generate both datasets and the unlabeled folders, then train each tiny teacher on ground truth alone."""
+def generate_data(sizes: DemoSizes) -> None:
+    """Generate the MPII- and COCO-format datasets and the unlabeled folders under ``demo_out/data``."""
     from pipeline.data.synthetic import SyntheticConfig, generate_dataset, generate_unlabeled_folder
-    from pipeline.training.config import DataConfig, LabelledSource, LossConfig, OptimConfig, TrainConfig
-    from pipeline.training.loop import train
 
     config = SyntheticConfig(num_train=sizes.train_images, num_val=sizes.val_images, seed=sizes.seed)
     for i in range(sizes.unlabeled_folders):
         generate_unlabeled_folder(OUT / f"data/unlabeled/folder_{i}", sizes.images_per_folder, seed=sizes.seed + i)
     for dataset in ("mpii", "coco"):
-        root = generate_dataset(OUT / "data" / dataset, dataset, config)
-        params = dataset_parameters(dataset)
-        split = "train" if dataset == "mpii" else "train2017"
-        teacher = TrainConfig(
-            student_preset=params["teacher"]["preset"],
-            data=DataConfig(labelled=(LabelledSource(dataset, str(root), split),), batch_size=32, workers=0),
-            optim=OptimConfig(lr=sizes.teacher_lr, epochs=sizes.teacher_epochs, milestones=(sizes.teacher_epochs - 2,)),
-            loss=LossConfig(alpha=0.0),  # a teacher learns from ground truth alone
-            output_dir=str(Path(params["teacher"]["checkpoint"]).parent),
-            device="cpu",
-            seed=sizes.seed,
-        )
-        result = train(teacher)
-        print(f"   teacher {teacher.student_preset}: {result.weights}")
+        generate_dataset(OUT / "data" / dataset, dataset, config)
+
+
+def train_teacher(dataset: str, sizes: DemoSizes) -> Path:
+    """Train the dataset's tiny teacher on ground truth alone (alpha 0, no cache) with the students' ``train``."""
+    import torch
+
+    from pipeline.training.config import DataConfig, LabelledSource, LossConfig, OptimConfig, TrainConfig
+    from pipeline.training.loop import train
+
+    torch.set_num_threads(1)  # the two teachers train side by side, one core each
+    params = dataset_parameters(dataset)
+    source = DistillParams.model_validate(params).source(dataset)
+    teacher = TrainConfig(
+        student_preset=params["teacher"]["preset"],
+        data=DataConfig(labelled=(LabelledSource(dataset, source.root, source.train),), batch_size=32, workers=0),
+        optim=OptimConfig(lr=sizes.teacher_lr, epochs=sizes.teacher_epochs, milestones=(sizes.teacher_epochs - 2,)),
+        loss=LossConfig(alpha=0.0),
+        output_dir=str(Path(params["teacher"]["checkpoint"]).parent),
+        device="cpu",
+        seed=sizes.seed,
+    )
+    return train(teacher).weights
 
 
 def add_folder(sizes: DemoSizes) -> Path:
@@ -122,7 +130,8 @@ def _metrics(dataset: str) -> list[dict[str, object]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("prepare", help="generate data, train the tiny teachers")
+    sub.add_parser("data", help="generate the datasets and unlabeled folders")
+    sub.add_parser("teacher", help="train a tiny teacher on ground truth").add_argument("dataset")
     sub.add_parser("params", help="print the demo parameters of a dataset as JSON").add_argument("dataset")
     sub.add_parser("table", help="print the evaluation table of the MPII and COCO runs")
     sub.add_parser("add-folder", help="drop a new unlabeled folder in")
@@ -135,8 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     sizes = DemoSizes()
 
-    if args.command == "prepare":
-        prepare(sizes)
+    if args.command == "data":
+        generate_data(sizes)
+    elif args.command == "teacher":
+        print(f"   teacher for {args.dataset}: {train_teacher(args.dataset, sizes)}")
     elif args.command == "params":
         print(json.dumps(dataset_parameters(args.dataset)))
     elif args.command == "table":

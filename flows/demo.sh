@@ -19,10 +19,12 @@ rm -rf "$OUT"
 mkdir -p "$PREFECT_HOME" "$OUT/logs"
 PORT=$("$BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export PREFECT_API_URL=http://127.0.0.1:$PORT/api
-SERVER_PID="" WORKER_PID=""
+SERVER_PID="" WORKER_PID="" TEACHERS=""
 
 cleanup() {
   local status=$?
+  # shellcheck disable=SC2086  # a list of PIDs
+  [ -z "$TEACHERS" ] || kill $TEACHERS 2>/dev/null || true
   # Cancel what still runs before stopping the worker, else the run stays Running in the UI forever.
   if [ -n "$WORKER_PID" ]; then
     "$BIN/python" -m flows.demo cancel-running >/dev/null 2>&1 || true
@@ -47,8 +49,14 @@ SERVER_PID=$!
 set +m
 echo "== Prefect server PID $SERVER_PID on http://127.0.0.1:$PORT (log: demo_out/logs/server.log)"
 
-echo "== generating data and training the tiny teachers (while the server starts)"
-"$BIN/python" -m flows.demo prepare
+echo "== generating data; training the two tiny teachers side by side (while the server starts)"
+"$BIN/python" -m flows.demo data
+"$BIN/python" -m flows.demo teacher mpii >"$OUT/logs/teacher_mpii.log" 2>&1 &
+TEACHERS="$!"
+"$BIN/python" -m flows.demo teacher coco >"$OUT/logs/teacher_coco.log" 2>&1 &
+TEACHERS="$TEACHERS $!"
+for pid in $TEACHERS; do wait "$pid"; done  # set -e: a failed teacher stops the demo
+TEACHERS=""
 
 for _ in $(seq 120); do
   curl -sf "$PREFECT_API_URL/health" >/dev/null 2>&1 && break
