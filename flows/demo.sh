@@ -11,7 +11,7 @@ REPO=$(pwd)
 OUT=$REPO/demo_out
 BIN=$REPO/.venv/bin
 export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
-export PREFECT_HOME=$OUT/prefect_home PREFECT_WORKER_QUERY_SECONDS=2 PREFECT_LOGGING_LEVEL=WARNING
+export PREFECT_HOME=$OUT/prefect_home PREFECT_WORKER_QUERY_SECONDS=2
 export CUDA_VISIBLE_DEVICES=""  # the demo is the CPU path, even on a GPU machine
 START=$(date +%s)
 
@@ -85,3 +85,7 @@ echo "== a new unlabeled folder is dropped in; run 3: distill-flow/demo on MPII 
 "$BIN/python" -m flows.demo rerun-summary
 
 "$BIN/python" -m flows.demo where --api "$PREFECT_API_URL" --seconds $(($(date +%s) - START))
+if [ "${FPD_DEMO_KEEP_SERVER:-0}" = 1 ]; then
+  echo "== the UI stays up at ${PREFECT_API_URL%/api} until Ctrl-C"
+  wait "$SERVER_PID"
+fi

@@ -60,6 +60,7 @@ class ScheduleParams(_Frozen):
     lr: float = Field(1e-3, gt=0)
     milestones: list[int] = Field(default_factory=lambda: [90, 120])
     batch_size: int = Field(32, ge=1)
+    augment: bool = Field(True, description="random scale / rotation / flip / half-body (HRNet defaults)")
     seed: int = 0
 
 

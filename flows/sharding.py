@@ -69,7 +69,7 @@ def infer_shard_here(params: DistillParams, shard_index: int, num_shards: int) -
     report = run_teacher_inference(
         model, preset, stages.teacher_records(params), stages.open_cache(params),
         batch_size=params.device.inference_batch_size, device=stages.device_name(params),
-        shard_index=shard_index, num_shards=num_shards, num_workers=params.device.num_workers,
+        shard_index=shard_index, num_shards=num_shards, num_workers=params.device.num_workers, progress=False,
     )  # fmt: skip
     result = ShardReport(
         shard_index,
@@ -102,18 +102,24 @@ def shard_environment(environ: Mapping[str, str], shard_index: int, num_shards: 
 def run_shard_subprocess(params: DistillParams, shard_index: int, num_shards: int) -> ShardReport:
     """Run one shard as ``python -m flows.sharding`` (parameters on stdin) and return its report.
 
+    The shard's log goes to ``<output_dir>/inference/shard-<i>-of-<n>.log``.
+
     Raises:
-        RuntimeError: the shard process failed; the message carries the end of its stderr.
+        RuntimeError: the shard process failed; the message carries the end of its log.
     """
+    log_path = report_path(params, shard_index, num_shards).with_suffix(".log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "flows.sharding", "--shard-index", str(shard_index), "--num-shards",
                str(num_shards)]  # fmt: skip
-    proc = subprocess.run(
-        command, input=params.model_dump_json(), text=True, capture_output=True,
-        env=shard_environment(os.environ, shard_index, num_shards), check=False,
-    )  # fmt: skip
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.run(
+            command, input=params.model_dump_json(), text=True, stdout=subprocess.DEVNULL, stderr=log,
+            env=shard_environment(os.environ, shard_index, num_shards), check=False,
+        )  # fmt: skip
     if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
-        raise RuntimeError(f"teacher-inference shard {shard_index}/{num_shards} exited {proc.returncode}:\n{tail}")
+        tail = "\n".join(log_path.read_text(encoding="utf-8").strip().splitlines()[-20:])
+        raise RuntimeError(f"teacher-inference shard {shard_index}/{num_shards} exited {proc.returncode} "
+                           f"(log {log_path}):\n{tail}")  # fmt: skip
     return read_shard_report(params, shard_index, num_shards)
 
 

@@ -48,6 +48,7 @@ def student_config(params: DistillParams, variant: str, discovery: stages.Discov
             labelled=stages.train_sources(params),
             unlabeled=unlabeled,
             teacher_cache=params.cache_dir if needs_cache else None,
+            augment=params.schedule.augment,
             batch_size=params.schedule.batch_size,
             workers=params.device.num_workers,
         ),

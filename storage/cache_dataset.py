@@ -50,6 +50,7 @@ class TeacherTargetDataset(Dataset):
         self.index: CacheIndex = build_index(self.path, manifest, ColumnCache(), check_checksums=check_checksums)
         self._pid: int | None = None
         self._files: dict[int, h5py.File] = {}
+        self._datasets: dict[int, h5py.Dataset] = {}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -57,11 +58,12 @@ class TeacherTargetDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not 0 <= i < len(self.index):
             raise IndexError(f"index {i} out of range for a cache of {len(self.index)} samples")
-        shard = int(self.index.shard_of[i])
-        heatmaps = self._file(shard)["heatmaps"][int(self.index.row[i])]
+        heatmaps = self._heatmaps(int(self.index.shard_of[i]))[int(self.index.row[i])]
         num = self.index.numeric
         labelled = bool(num["labelled"][i])
         return {
+            # numpy, not torch: torch's conversion is faster single-threaded but splits a (K, H, W) tensor over
+            # the intra-op threads of the main process, which costs more than it saves.
             "heatmaps": torch.from_numpy(heatmaps.astype(np.float32)),
             "teacher_joints": torch.from_numpy(num["teacher_joints"][i].copy()),
             "teacher_joints_image": torch.from_numpy(num["teacher_joints_image"][i].copy()),
@@ -103,19 +105,20 @@ class TeacherTargetDataset(Dataset):
     def close(self) -> None:
         for f in self._files.values():
             f.close()
-        self._files = {}
+        self._files, self._datasets = {}, {}
 
-    def _file(self, shard: int) -> h5py.File:
+    def _heatmaps(self, shard: int) -> h5py.Dataset:
         if self._pid != os.getpid():
             # A fresh process (DataLoader worker): the handles we see were opened by our parent, drop them.
-            self._files, self._pid = {}, os.getpid()
-        f = self._files.get(shard)
-        if f is None:
+            self._files, self._datasets, self._pid = {}, {}, os.getpid()
+        dataset = self._datasets.get(shard)
+        if dataset is None:
             f = h5py.File(self.path / self.index.shard_names[shard], "r")
             self._files[shard] = f
-        return f
+            dataset = self._datasets[shard] = f["heatmaps"]
+        return dataset
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_files"], state["_pid"] = {}, None
+        state["_files"], state["_datasets"], state["_pid"] = {}, {}, None
         return state

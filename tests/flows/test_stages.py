@@ -114,3 +114,9 @@ def test_student_recipes_resume_in_folders_keyed_by_their_inputs() -> None:
     assert student_config(params, "fpd", after).data.unlabeled == ("folder/f", "folder/g")
     assert student_config(params, "fpd", after).output_dir != fpd.output_dir
     assert student_config(_params(alpha=0.3), "fpd", before).output_dir != fpd.output_dir
+
+
+def test_a_failing_shard_process_raises_with_the_end_of_its_log(tmp_path: Path) -> None:
+    params = _params(output_dir=str(tmp_path), teacher={"preset": "tiny_teacher_mpii", "checkpoint": "missing.pth"})
+    with pytest.raises(RuntimeError, match=r"shard 1/2 exited 1 \(log .*shard-1-of-2.log\):\n(.|\n)*missing.pth"):
+        sharding.run_shard_subprocess(params, 1, 2)

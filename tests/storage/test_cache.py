@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from pipeline.data.joints import MPII
 from pipeline.data.records import SampleRecord
 from storage import CacheLockedError, CacheMismatchError, CacheProvenance, TeacherTargetCache
 from storage.cache_index import DamagedShardWarning
+from storage.cache_shards import COMPRESSIONS
 
 K, HM_W, HM_H = 16, 8, 8
 
@@ -224,4 +227,38 @@ def test_writer_rejects_wrong_shapes_and_reports_background_failures(
     monkeypatch.undo()
     assert not writer._lock.held and cache.manifest().shards == []
     with cache.writer():  # the slot was released despite the failure
+        pass
+
+
+@pytest.mark.parametrize("compression", list(COMPRESSIONS))
+def test_every_compression_reads_back_within_float16_precision(
+    tmp_path: Path, cache: TeacherTargetCache, compression: str
+) -> None:
+    records = make_folder(tmp_path, "a", 2)
+    outputs = fake_outputs(2, 0)
+    with cache.writer(compression=compression) as writer:
+        writer.add(records, *outputs)
+    with __import__("h5py").File(cache.path / cache.manifest().shards[0].name, "r") as f:
+        assert f.attrs["compression"] == compression
+    got = torch.stack([item["heatmaps"] for item in cache.dataset()]).numpy()
+    # float16 rounds values below 1 by at most 2**-12; the "-q" options add at most half their quantum.
+    tolerance = 2.0**-12 + COMPRESSIONS[compression][1] / 2
+    assert np.abs(got - outputs[0]).max() <= tolerance
+
+
+def test_slot_held_by_another_process_is_refused_until_it_dies(cache: TeacherTargetCache) -> None:
+    lock = cache.path / "locks" / "slot-0-of-1.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CacheLockedError, match="another process is already writing slot 0/1"):
+            cache.writer()
+    finally:
+        holder.kill()  # SIGKILL: the kernel releases the lock with the process
+        holder.wait()
+    with cache.writer():
         pass
