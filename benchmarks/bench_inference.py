@@ -8,13 +8,14 @@ The images are the real COCO and MPII sample photos (640x425 .. 1280x720 JPEGs),
 until ``--images`` is reached, scanned as an unlabelled folder (one whole-image person each).
 
 Run: ``.venv/bin/python benchmarks/bench_inference.py [--preset tiny_teacher_mpii] [--batch-size 32]
-[--images 256] [--workers 1] [--device cpu]``
+[--images 256] [--workers 1] [--repeats 5] [--device cpu]``
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -79,20 +80,21 @@ def main() -> None:
         folder.mkdir()
         for i in range(args.images):
             shutil.copyfile(photos[i % len(photos)], folder / f"{i:05d}_{photos[i % len(photos)].name}")
-        # Alternate the two measurements and keep the best of each, so that a burst of load elsewhere on the
-        # machine does not decide the ratio.
+        # Alternate the two measurements and compare each pipeline run with the model run just before it: on a
+        # shared machine the load changes between runs more than the pipeline's own overhead.
         for r in range(args.repeats):
             alone.append(model_alone(model, args.preset, args.batch_size, args.images, device))
             rate, count = pipeline(model, args.preset, folder, Path(tmp) / f"cache{r}", args.batch_size, args.workers,
                                    device)  # fmt: skip
             piped.append(rate)
+    ratios = [p / a for a, p in zip(alone, piped, strict=True)]
     print(f"teacher {args.preset}, batch {args.batch_size}, {count} images, {args.workers} worker(s), "
-          f"device {device} ({torch.get_num_threads()} torch threads), best of {args.repeats}")  # fmt: skip
-    print("runs, model alone:", " ".join(f"{v:.1f}" for v in alone), "| pipeline:", " ".join(f"{v:.1f}" for v in piped))
-    alone, piped = max(alone), max(piped)
-    print(f"{'model flip-test forward alone':34} {alone:9.1f} images/s")
-    print(f"{'pipeline (decode+crop+fwd+write)':34} {piped:9.1f} images/s")
-    print(f"{'pipeline / model':34} {piped / alone:9.1%}")
+          f"device {device} ({torch.get_num_threads()} torch threads), {args.repeats} alternating runs")  # fmt: skip
+    print(f"{'run':>4} {'model alone img/s':>18} {'pipeline img/s':>15} {'pipeline / model':>17}")
+    for r, (a, p, q) in enumerate(zip(alone, piped, ratios, strict=True)):
+        print(f"{r:>4} {a:18.1f} {p:15.1f} {q:17.1%}")
+    print(f"{'median':>6} {statistics.median(alone):16.1f} {statistics.median(piped):15.1f} "
+          f"{statistics.median(ratios):17.1%}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -91,8 +91,10 @@ def phone_sized(records: list[SampleRecord], folder: Path) -> list[SampleRecord]
 
 
 def report(cases: list[tuple[str, list[SampleRecord], HeatmapCodec]], repeats: int) -> None:
-    header = (f"{'case':34s} {'draft k (mean)':>14s} {'full decode':>12s} {'draft mode':>11s} {'ratio':>6s} "
-              f"{'Pillow decode only':>19s}")
+    header = (
+        f"{'case':34s} {'draft k (mean)':>14s} {'full decode':>12s} {'draft mode':>11s} {'ratio':>6s} "
+        f"{'Pillow decode only':>19s}"
+    )
     print(header)
     print("-" * len(header))
     for name, records, codec in cases:

@@ -19,12 +19,12 @@ rm -rf "$OUT"
 mkdir -p "$PREFECT_HOME" "$OUT/logs"
 PORT=$("$BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export PREFECT_API_URL=http://127.0.0.1:$PORT/api
-SERVER_PID="" WORKER_PID="" TEACHERS=""
+SERVER_PID="" WORKER_PID="" CHILDREN=""  # CHILDREN: background steps of this script
 
 cleanup() {
   local status=$?
   # shellcheck disable=SC2086  # a list of PIDs
-  [ -z "$TEACHERS" ] || kill $TEACHERS 2>/dev/null || true
+  [ -z "$CHILDREN" ] || kill $CHILDREN 2>/dev/null || true
   # Cancel what still runs before stopping the worker, else the run stays Running in the UI forever.
   if [ -n "$WORKER_PID" ]; then
     "$BIN/python" -m flows.demo cancel-running >/dev/null 2>&1 || true
@@ -52,11 +52,11 @@ echo "== Prefect server PID $SERVER_PID on http://127.0.0.1:$PORT (log: demo_out
 echo "== generating data; training the two tiny teachers side by side (while the server starts)"
 "$BIN/python" -m flows.demo data
 "$BIN/python" -m flows.demo teacher mpii >"$OUT/logs/teacher_mpii.log" 2>&1 &
-TEACHERS="$!"
+CHILDREN="$!"
 "$BIN/python" -m flows.demo teacher coco >"$OUT/logs/teacher_coco.log" 2>&1 &
-TEACHERS="$TEACHERS $!"
-for pid in $TEACHERS; do wait "$pid"; done  # set -e: a failed teacher stops the demo
-TEACHERS=""
+CHILDREN="$CHILDREN $!"
+for pid in $CHILDREN; do wait "$pid"; done  # set -e: a failed teacher stops the demo
+CHILDREN=""
 
 for _ in $(seq 120); do
   curl -sf "$PREFECT_API_URL/health" >/dev/null 2>&1 && break
@@ -68,15 +68,19 @@ echo "== registering deployments and starting a worker on pool 'gpu'"
 "$BIN/prefect" work-pool create gpu --type process --overwrite >/dev/null
 "$BIN/prefect" --no-prompt deploy --all >"$OUT/logs/deploy.log" 2>&1
 set -m
-"$BIN/prefect" worker start --pool gpu --limit 1 >"$OUT/logs/worker.log" 2>&1 &
+"$BIN/prefect" worker start --pool gpu --limit 2 >"$OUT/logs/worker.log" 2>&1 &
 WORKER_PID=$!
 set +m
 
-echo "== run 1: distill-flow/demo on MPII"
-"$BIN/prefect" deployment run distill-flow/demo --watch --flow-run-name demo-mpii
-echo "== run 2: distill-flow/demo on COCO"
+# The two runs share the 2 cores (one thread each): COCO is watched into a log, MPII on the terminal.
+echo "== runs 1 and 2: distill-flow/demo on COCO (watched into demo_out/logs/run_coco.log) and on MPII"
 "$BIN/prefect" deployment run distill-flow/demo --watch --flow-run-name demo-coco \
-  --params "$("$BIN/python" -m flows.demo params coco)"
+  --params "$("$BIN/python" -m flows.demo params coco)" >"$OUT/logs/run_coco.log" 2>&1 &
+CHILDREN=$!
+"$BIN/prefect" deployment run distill-flow/demo --watch --flow-run-name demo-mpii
+wait "$CHILDREN" || { tail -n 20 "$OUT/logs/run_coco.log"; exit 1; }
+CHILDREN=""
+tail -n 1 "$OUT/logs/run_coco.log"
 "$BIN/python" -m flows.demo table
 
 echo "== a new unlabeled folder is dropped in; run 3: distill-flow/demo on MPII again"

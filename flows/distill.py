@@ -13,13 +13,15 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
 
-from flows import scoring, sharding, stages, students
+from flows import scoring, stages, students
 from flows.params import (
     Baseline,
     Dataset,
@@ -30,6 +32,7 @@ from flows.params import (
     StudentParams,
     TeacherParams,
 )
+from flows.sharding import ShardReport
 from tasks.evaluation import evaluate_model
 from tasks.inference import infer_shard, infer_shard_remote
 from tasks.reporting import publish_cache_report, publish_metrics
@@ -75,7 +78,7 @@ def run_distillation(params: DistillParams) -> dict[str, object]:
     progress = create_progress_artifact(0.0, key="distill-progress", description="distill-flow stages done (%)")
 
     discovery = discover_sources(params)
-    shards = _infer(params, discovery)
+    shards = _infer(params, discovery, progress, 100.0 / steps)
     update_progress_artifact(progress, 100.0 / steps)
 
     trained: dict[str, students.StudentResult] = {}
@@ -103,8 +106,9 @@ def run_distillation(params: DistillParams) -> dict[str, object]:
     }
 
 
-def _infer(params: DistillParams, discovery: stages.Discovery) -> list[sharding.ShardReport]:
-    """Map teacher inference over the shards, or skip it when the cache already holds every sample."""
+def _infer(params: DistillParams, discovery: stages.Discovery, progress: UUID, step: float) -> list[ShardReport]:
+    """Map teacher inference over the shards (or skip it when the cache holds every sample); each finished shard
+    advances the ``progress`` artifact by its share of ``step`` percent."""
     logger = get_run_logger()
     if discovery.new_samples == 0:
         logger.info("teacher cache is up to date: inference skipped")
@@ -116,19 +120,16 @@ def _infer(params: DistillParams, discovery: stages.Discovery) -> list[sharding.
         )
     else:
         futures = infer_shard.map(unmapped(params), shard_ids, unmapped(params.num_shards))
-    reports = list(futures.result())
-    for report in reports:
-        logger.info(
-            "shard %d/%d: %d new, %d skipped, %d failed",
-            report.shard_index,
-            report.num_shards,
-            report.new,
-            report.skipped,
-            report.failed,
-        )
+    reports = []
+    for future in as_completed(futures):
+        report = future.result()
+        reports.append(report)
+        update_progress_artifact(progress, step * len(reports) / params.num_shards)
+        logger.info("shard %d/%d: %d new, %d skipped, %d failed in %.1f s", report.shard_index, report.num_shards,
+                    report.new, report.skipped, report.failed, report.seconds)  # fmt: skip
         for path in report.failed_files:
             logger.warning("teacher could not read %s", path)
-    return reports
+    return sorted(reports, key=lambda r: r.shard_index)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

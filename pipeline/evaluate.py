@@ -81,8 +81,9 @@ def predict(
     coords = np.zeros((len(records), num_joints, 2), dtype=np.float64)
     maxvals = np.zeros((len(records), num_joints), dtype=np.float32)
     failed: list[int] = []
+    # Full decodes, no JPEG draft: benchmark numbers must come from the crops the published models were scored on.
     loader = DataLoader(
-        CropDataset(records, preset.input_size, preset.color_order),
+        CropDataset(records, preset.input_size, preset.color_order, use_draft=False),
         batch_size=batch_size, shuffle=False, num_workers=num_workers,
     )
     was_training = model.training

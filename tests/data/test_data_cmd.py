@@ -41,3 +41,15 @@ def test_mpii_convert_help_explains_the_split(capsys: pytest.CaptureFixture[str]
         _run(["data", "mpii-convert", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "2958-person split of Tompson et al." in help_text and "NOT the standard one" in help_text
+
+
+def test_mpii_convert_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.data.test_mpii_convert import _write_release
+
+    _write_release(tmp_path / "release.mat")
+    (tmp_path / "valid.txt").write_text("b.jpg\n")
+    argv = ["data", "mpii-convert", "--mat", str(tmp_path / "release.mat"), "--out", str(tmp_path / "mpii"),
+            "--valid-images", str(tmp_path / "valid.txt")]  # fmt: skip
+    assert _run(argv) == 0
+    assert "train: 2 persons, valid: 1 persons (images listed in" in capsys.readouterr().out
+    assert (tmp_path / "mpii" / "annot" / "gt_valid.mat").is_file()
