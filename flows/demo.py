@@ -20,8 +20,6 @@ import yaml
 from flows.params import DistillParams
 from flows.scoring import format_table
 
-logger = logging.getLogger(__name__)
-
 REPO = Path(__file__).resolve().parents[1]
 OUT = Path("demo_out")
 """The demo folder, relative to the repository root (the deployment's working directory)."""

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict
 
 from flows import stages
 from flows.params import Dataset, DistillParams
 from flows.sharding import ShardReport
-
-logger = logging.getLogger(__name__)
 
 HEADLINE = {"mpii": ("Mean", "Mean@0.1"), "coco": ("AP", "AP .5", "AP .75", "AR")}
 """Columns of the comparison table per dataset (PCKh@0.5 and @0.1; OKS AP and AR)."""
@@ -86,7 +84,9 @@ def cache_report(params: DistillParams, discovery: stages.Discovery, shards: Seq
     if params.render_overlays:
         from pipeline.render import render_cache
 
-        index = render_cache(params.cache_dir, params.output_path / "overlays", n=params.render_overlays)
+        overlays = params.output_path / "overlays"
+        shutil.rmtree(overlays, ignore_errors=True)  # this run's picks only, not those of earlier runs
+        index = render_cache(params.cache_dir, overlays, n=params.render_overlays)
         lines += ["", "## Overlays", "", f"{params.render_overlays} cached samples drawn over their crops: `{index}`"]
     return "\n".join(lines) + "\n"
 

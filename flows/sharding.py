@@ -22,8 +22,6 @@ from pathlib import Path
 from flows import stages
 from flows.params import DistillParams
 
-logger = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class ShardReport:

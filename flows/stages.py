@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
     from models import ModelPreset
     from storage.cache import TeacherTargetCache
 
-logger = logging.getLogger(__name__)
 
 VARIANTS = ("gt_only", "fpd_labelled", "fpd")
 """Students a run can train, in table order: ground truth alone, FPD on labelled images, FPD + unlabeled folders."""

@@ -75,6 +75,7 @@ class TeacherTargetCache:
     # -- opening -----------------------------------------------------------------------------------------------
 
     def exists(self) -> bool:
+        """Whether the folder holds a cache (a manifest)."""
         return (self.path / MANIFEST_NAME).exists()
 
     def open_or_create(self, provenance: CacheProvenance) -> TeacherTargetCache:
@@ -96,9 +97,11 @@ class TeacherTargetCache:
 
     @property
     def provenance(self) -> CacheProvenance:
+        """The identity the cache was created with (read from the manifest)."""
         return load_manifest(self.path).provenance
 
     def manifest(self) -> Manifest:
+        """The current manifest: committed shards and superseded rows."""
         return load_manifest(self.path)
 
     # -- reading -----------------------------------------------------------------------------------------------
@@ -119,10 +122,12 @@ class TeacherTargetCache:
         An image whose size and mtime match the cached ones is not re-hashed (as ``make``/``git`` do), so
         planning a run over a large cache reads only new or touched files. Returned records carry their
         fingerprint. A file that cannot be read is returned as missing (inference then reports it as failed).
+        Shards are checked against their manifest checksums first (as the training reader does), so the
+        samples of a damaged shard are planned again rather than silently lost to training.
         """
         from pipeline.data.images import image_fingerprint
 
-        index = self.index()
+        index = self.index(check_checksums=True)
         known = {
             index.key(i): (int(index.numeric["file_size"][i]), int(index.numeric["file_mtime_ns"][i]),
                            str(index.strings["fingerprint"][i]))

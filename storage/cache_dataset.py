@@ -103,6 +103,7 @@ class TeacherTargetDataset(Dataset):
         return [self.record(i) for i in range(len(self))]
 
     def close(self) -> None:
+        """Close the HDF5 files this process opened (they reopen on the next read)."""
         for f in self._files.values():
             f.close()
         self._files, self._datasets = {}, {}

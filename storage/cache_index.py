@@ -31,6 +31,7 @@ class ColumnCache:
         self._columns: dict[str, Columns] = {}
 
     def get(self, path: Path) -> Columns:
+        """(strings, numeric) columns of the shard at ``path``, read on first use."""
         if path.name not in self._columns:
             self._columns[path.name] = read_columns(path)
         return self._columns[path.name]
@@ -64,6 +65,7 @@ class CacheIndex:
         return int(self.row.shape[0])
 
     def key(self, i: int) -> tuple[str, str, str]:
+        """(source, image, instance_id) of live sample ``i``, as ``SampleRecord.key``."""
         return (str(self.strings["source"][i]), str(self.strings["image"][i]), str(self.strings["instance_id"][i]))
 
 

@@ -38,10 +38,12 @@ class VerifyReport:
 
     @property
     def damaged(self) -> tuple[ShardCheck, ...]:
+        """The checks that are not ``"ok"``."""
         return tuple(s for s in self.shards if s.status != "ok")
 
     @property
     def ok(self) -> bool:
+        """True when every listed shard is sound."""
         return not self.damaged
 
     def to_dict(self) -> dict[str, Any]:

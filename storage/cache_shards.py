@@ -139,11 +139,6 @@ def read_columns(path: Path) -> tuple[dict[str, list[str]], dict[str, np.ndarray
     return strings, numeric
 
 
-def read_provenance(path: Path) -> CacheProvenance:
-    with h5py.File(path, "r") as f:
-        return CacheProvenance.from_json(str(f.attrs["provenance"]))
-
-
 def check_structure(path: Path, provenance: CacheProvenance, num_samples: int | None = None) -> list[str]:
     """Problems with a shard's attributes and dataset shapes (empty when it is sound); reads no heatmaps."""
     problems: list[str] = []

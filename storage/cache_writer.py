@@ -56,10 +56,6 @@ class CacheWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
         self._pending: Future[None] | None = None
 
-    @property
-    def num_written(self) -> int:
-        return sum(e.num_samples for e in self.committed)
-
     def add(
         self,
         records: Sequence[SampleRecord],

@@ -55,9 +55,11 @@ class FileLock:
 
     @property
     def held(self) -> bool:
+        """Whether this object holds the lock now."""
         return self._fd is not None
 
     def acquire(self) -> FileLock:
+        """Take the lock, retrying until ``timeout``; raises :class:`LockBusyError` if another holder keeps it."""
         if self._fd is not None:
             raise RuntimeError(f"lock {self.path} is already held by this object")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +84,7 @@ class FileLock:
         return self
 
     def release(self) -> None:
+        """Give the lock back (no-op when not held)."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None

@@ -12,8 +12,10 @@ from PIL import Image
 
 from models.presets import create_from_preset, get_preset
 from pipeline.cli import main
-from pipeline.render import heat_colours
-from storage import TeacherTargetCache
+from pipeline.data.joints import MPII
+from pipeline.data.records import SampleRecord
+from pipeline.render import heat_colours, render_sample
+from storage import CacheProvenance, TeacherTargetCache
 from storage.checkpoints import save_weights
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
@@ -110,3 +112,24 @@ def test_coco_teacher_on_real_coco_ground_truth(tmp_path: Path, capsys: pytest.C
 def test_heat_colours_ramp() -> None:
     ramp = heat_colours(np.array([0.0, 1.0, 2.0]))
     assert ramp.dtype == np.uint8 and tuple(ramp[0]) == (20, 40, 200) and tuple(ramp[1]) == tuple(ramp[2])
+
+
+def test_heat_layer_lands_on_the_heatmap_peak(tmp_path: Path) -> None:
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(tmp_path / "grey.png")
+    record = SampleRecord(source="folder/t", root=tmp_path, image="grey.png", center=(31.5, 31.5),
+                          scale=(64 / 200, 64 / 200), instance_id="grey.png#0")  # fmt: skip
+    provenance = CacheProvenance("t", "0" * 64, (32, 32), (8, 8), "mpii", MPII.names, MPII.flip_pairs)
+    cache = TeacherTargetCache(tmp_path / "cache").open_or_create(provenance)
+    heatmaps = np.zeros((1, 16, 8, 8), dtype=np.float32)
+    heatmaps[0, 3, 5, 2] = 1.0  # joint 3 peaks at heatmap pixel (x=2, y=5)
+    with cache.writer() as writer:  # maxvals 0: no teacher joints drawn, only the heat layer
+        writer.add(cache.missing([record]), heatmaps, np.zeros((1, 16, 2)), np.zeros((1, 16, 2)), np.zeros((1, 16)))
+    render_sample(cache.dataset(), 0, tmp_path / "out.png")
+    with Image.open(tmp_path / "out.png") as picture:
+        pixels = np.asarray(picture.convert("RGB"), dtype=np.int32)
+    factor = picture.size[0] // 32  # enlarged to >= 320 px
+    redness = pixels[: 32 * factor, :, 0] - pixels[: 32 * factor, :, 2]
+    y, x = np.unravel_index(np.argmax(redness), redness.shape)
+    # Heatmap pixel j sits at input pixel 4 * j (stride 4), then the picture enlarges by ``factor``.
+    assert abs(x - 2 * 4 * factor) <= 1 and abs(y - 5 * 4 * factor) <= 1
+    assert tuple(pixels[2, 2]) == (128, 128, 128)  # far from the peak the crop shows through unchanged

@@ -163,7 +163,8 @@ def test_writer_slots_lock(cache: TeacherTargetCache) -> None:
 
 
 def test_verify_reports_damage_and_reading_skips_it(tmp_path: Path, cache: TeacherTargetCache) -> None:
-    fill(cache, make_folder(tmp_path, "a", 12))
+    records = make_folder(tmp_path, "a", 12)
+    fill(cache, records)
     shards = cache.manifest().shards
     assert cache.verify().ok
     truncated, corrupt, gone = (cache.path / s.name for s in shards)
@@ -180,10 +181,15 @@ def test_verify_reports_damage_and_reading_skips_it(tmp_path: Path, cache: Teach
     }
     assert not report.ok
     assert {p.name: p.stat().st_mtime_ns for p in cache.path.iterdir()} == before  # verify changed nothing
-    fill(cache, make_folder(tmp_path, "b", 2, seed=3))
-    with pytest.warns(DamagedShardWarning, match=truncated.name):
+    with pytest.warns(DamagedShardWarning):  # planning sees the damage too
+        fill(cache, make_folder(tmp_path, "b", 2, seed=3))
+    with pytest.warns(DamagedShardWarning) as caught:
         data = cache.dataset()
+    messages = " ".join(str(w.message) for w in caught)
+    assert all(p.name in messages for p in (truncated, corrupt, gone))
     assert len(data) == 2 and data[1]["source"] == "folder/b"
+    with pytest.warns(DamagedShardWarning):
+        assert len(cache.missing(records)) == 12  # the damaged shards' samples are planned again
 
 
 def test_leftovers_of_a_killed_writer(tmp_path: Path, cache: TeacherTargetCache) -> None:
