@@ -11,6 +11,8 @@ import argparse
 import json
 import logging
 import sys
+import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +114,20 @@ def add_folder(sizes: DemoSizes) -> Path:
     return folder
 
 
+def wait_healthy(api: str, timeout_s: float) -> bool:
+    """Poll ``<api>/health`` until the server answers (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def cancel_running() -> int:
     """Cancel every flow run still Running or Pending (before the demo stops its worker)."""
     from prefect.client.orchestration import get_client
@@ -142,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("add-folder", help="drop a new unlabeled folder in")
     sub.add_parser("rerun-summary", help="what the last MPII run inferred")
     sub.add_parser("cancel-running", help="cancel active flow runs")
+    wait = sub.add_parser("wait-server", help="wait until the Prefect API answers")
+    wait.add_argument("--api", required=True)
+    wait.add_argument("--timeout", type=float, default=120.0)
     where = sub.add_parser("where", help="say where the outputs are")
     where.add_argument("--api", default="")
     where.add_argument("--seconds", type=int, default=0)
@@ -165,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"   {source['source']}: {source['new_images']} of {source['images']} images inferred")
         print(f"   teacher inference this run: {run['inferred']} samples")
         print(format_table(_metrics("mpii")))
+    elif args.command == "wait-server":
+        return 0 if wait_healthy(args.api, args.timeout) else 1
     elif args.command == "cancel-running":
         print(f"cancelled {cancel_running()} flow runs")
     elif args.command == "where":

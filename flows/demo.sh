@@ -2,7 +2,7 @@
 # The one-command demo (`make demo`): CPU only, no download, everything under demo_out/ (git-ignored).
 #  1. start a Prefect server on a free loopback port, PREFECT_HOME in demo_out/ (stopped by PID on exit);
 #  2. generate MPII- and COCO-format datasets and unlabeled folders, train the two tiny teachers;
-#  3. register the deployments (prefect.yaml), start one worker on the `gpu` pool (a process pool);
+#  3. register the deployments (prefect.yaml), start one worker (two runs at a time) on the `gpu` process pool;
 #  4. run distill-flow/demo for MPII and for COCO with `prefect deployment run ... --watch`; print the table;
 #  5. drop a new unlabeled folder in, run MPII again: only the new images are inferred.
 set -euo pipefail
@@ -58,11 +58,8 @@ CHILDREN="$CHILDREN $!"
 for pid in $CHILDREN; do wait "$pid"; done  # set -e: a failed teacher stops the demo
 CHILDREN=""
 
-for _ in $(seq 120); do
-  curl -sf "$PREFECT_API_URL/health" >/dev/null 2>&1 && break
-  sleep 1
-done
-curl -sf "$PREFECT_API_URL/health" >/dev/null || { echo "server did not start, see $OUT/logs/server.log"; exit 1; }
+"$BIN/python" -m flows.demo wait-server --api "$PREFECT_API_URL" --timeout 120 \
+  || { echo "the Prefect server did not start, see $OUT/logs/server.log"; exit 1; }
 
 echo "== registering deployments and starting a worker on pool 'gpu'"
 "$BIN/prefect" work-pool create gpu --type process --overwrite >/dev/null

@@ -110,7 +110,7 @@ def summarize_cache(cache: TeacherTargetCache, *, lowest: int = 10) -> CacheSumm
         index = cache.index()
     stored = sum(e.num_samples for e in manifest.shards)
     disk = sum((cache.path / e.name).stat().st_size for e in manifest.shards if (cache.path / e.name).exists())
-    maxvals = index.numeric["maxvals"].reshape(len(index), -1)
+    maxvals = index.numeric["maxvals"].reshape(len(index), len(manifest.provenance.joint_names))
     labelled = int(index.numeric["labelled"].sum()) if len(index) else 0
     confidence = tuple(
         JointConfidence(name, *(float(v) for v in _stats(maxvals[:, j])))

@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import scoring, sharding, stages
 from flows.params import DistillParams
+from storage.atomic import atomic_write
 
 
 @task(name="publish-metrics", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -24,6 +25,7 @@ def publish_cache_report(params: DistillParams, discovery: stages.Discovery, sha
     stages.write_json(params.output_path / "run.json", scoring.run_summary(discovery, shards))
     markdown = scoring.cache_report(params, discovery, shards)
     path = params.output_path / "report.md"
-    path.write_text(markdown)
+    with atomic_write(path, "w") as handle:
+        handle.write(markdown)
     create_markdown_artifact(markdown=markdown, key="teacher-cache-report", description=str(path))
     return str(path)

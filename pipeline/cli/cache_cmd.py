@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def _open(path: Path) -> Any:
 def _inspect(args: argparse.Namespace) -> int:
     summary = _open(args.path).inspect(lowest=args.lowest)
     if args.json:
-        print(json.dumps({**summary.to_dict(), **{f"provenance.{k}": v for k, v in summary.provenance.items()}}))
+        payload = {**summary.to_dict(), **{f"provenance.{k}": v for k, v in summary.provenance.items()}}
+        print(json.dumps(_without_nan(payload)))
         return 0
     print(f"cache {summary.path}")
     for key, value in summary.provenance.items():
@@ -63,6 +65,17 @@ def _inspect(args: argparse.Namespace) -> int:
     for low in summary.lowest_confidence:
         print(f"  {low['mean_maxval']:.3f}  {low['source']}  {low['image']}  #{low['instance_id']}")
     return 0
+
+
+def _without_nan(value: Any) -> Any:
+    """JSON has no NaN (an empty cache's statistics): write null instead."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _without_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nan(v) for v in value]
+    return value
 
 
 def _render(args: argparse.Namespace) -> int:

@@ -268,3 +268,17 @@ def test_slot_held_by_another_process_is_refused_until_it_dies(cache: TeacherTar
         holder.wait()
     with cache.writer():
         pass
+
+
+def test_inspect_counts_and_empty_cache(tmp_path: Path, cache: TeacherTargetCache) -> None:
+    empty = cache.inspect()
+    assert empty.num_samples == 0 and empty.per_source == {} and np.isnan(empty.joint_confidence[0].mean)
+    fill(cache, make_folder(tmp_path, "a", 5))
+    summary = cache.inspect(lowest=2)
+    assert summary.per_source == {"folder/a": 5} and (summary.labelled, summary.unlabelled) == (2, 3)
+    maxvals = cache.dataset().index.numeric["maxvals"]
+    assert summary.joint_confidence[0].mean == pytest.approx(float(maxvals[:, 0].mean()))
+    assert [low["mean_maxval"] for low in summary.lowest_confidence] == pytest.approx(
+        sorted(maxvals.mean(axis=1))[:2]
+    )
+    assert summary.disk_bytes == sum(s.size for s in cache.manifest().shards)
