@@ -51,7 +51,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-def test_demo_deployment_runs_on_local_server_with_worker(flow_data: dict[str, Path], tmp_path: Path) -> None:
+def test_demo_deployment_runs_on_a_local_server_with_remote_shards(flow_data: dict[str, Path], tmp_path: Path) -> None:
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     (tmp_path / "home").mkdir()
@@ -67,7 +67,9 @@ def test_demo_deployment_runs_on_local_server_with_worker(flow_data: dict[str, P
         return subprocess.run([PREFECT, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
     add_folder(tmp_path / "unlabeled", "folder_a", 2)
-    params = tiny_parameters(flow_data, tmp_path, baselines=[], render_overlays=0)
+    # Each of the two shards is a run of the teacher-inference deployment: the multi-worker path, on one machine.
+    params = tiny_parameters(flow_data, tmp_path, baselines=[], render_overlays=0, num_shards=2,
+                             shard_deployment="teacher-inference/default")  # fmt: skip
     with open(tmp_path / "server.log", "w") as log:
         server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
@@ -75,10 +77,10 @@ def test_demo_deployment_runs_on_local_server_with_worker(flow_data: dict[str, P
     try:
         _wait_healthy(api, server)
         assert cli("work-pool", "create", "gpu", "--type", "process").returncode == 0
-        deployed = cli("--no-prompt", "deploy", "--name", "distill-flow/demo")
+        deployed = cli("--no-prompt", "deploy", "--all")  # as the demo and docs/prefect.md do
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         with open(tmp_path / "worker.log", "w") as log:
-            command = [PREFECT, "worker", "start", "--pool", "gpu", "--limit", "1"]
+            command = [PREFECT, "worker", "start", "--pool", "gpu", "--limit", "3"]  # the parent run and 2 shards
             worker = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)  # fmt: skip
         run = cli("deployment", "run", "distill-flow/demo", "--watch", "--params", json.dumps(params), timeout=300)
@@ -86,7 +88,9 @@ def test_demo_deployment_runs_on_local_server_with_worker(flow_data: dict[str, P
         assert "Completed" in run.stdout
         metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
         assert [row["model"] for row in metrics] == ["teacher", "student fpd"]
-        assert json.loads((tmp_path / "out" / "run.json").read_text())["inferred"] > 0
+        shards = json.loads((tmp_path / "out" / "run.json").read_text())["shards"]
+        assert [s["shard_index"] for s in shards] == [0, 1] and sum(s["new"] for s in shards) > 0
+        assert not list((tmp_path / "out" / "inference").glob("*.log"))  # no local shard process: flow runs did it
     finally:
         if worker is not None:
             _stop(worker)
