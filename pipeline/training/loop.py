@@ -234,21 +234,23 @@ def train(config: TrainConfig) -> TrainResult:
                 best_metric, best_epoch = score, epoch
 
             if info.is_main:
-                save_training_state(
-                    checkpoint_path, model=model_without_ddp, optimizer=optimizer, scheduler=scheduler,
-                    scaler=precision.scaler, epochs_done=epoch + 1, best_metric=best_metric, best_epoch=best_epoch,
-                    config=config_to_dict(config), metrics=epoch_metrics,
-                )
-                if improved:
-                    save_weights(model_without_ddp, out / BEST_NAME, metadata=_weights_metadata(config, epoch_metrics))
                 record = {
                     "epoch": epoch, "lr": lr, "loss": _mean(curves["loss"]), "loss_teacher": _mean(curves["teacher"]),
                     "loss_ground_truth": _mean(curves["ground_truth"]), "seconds": round(seconds, 3),
                     "samples_per_s": round(len(sampler) * info.world_size / max(seconds, 1e-9), 2),
                     "step_losses": curves["loss"], "metrics": epoch_metrics,
                 }
+                # Log and best weights before the checkpoint: a run killed in between redoes this epoch on resume
+                # (which drops the log line), so the three never disagree.
                 with open(log_path, "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(record) + "\n")
+                if improved:
+                    save_weights(model_without_ddp, out / BEST_NAME, metadata=_weights_metadata(config, epoch_metrics))
+                save_training_state(
+                    checkpoint_path, model=model_without_ddp, optimizer=optimizer, scheduler=scheduler,
+                    scaler=precision.scaler, epochs_done=epoch + 1, best_metric=best_metric, best_epoch=best_epoch,
+                    config=config_to_dict(config), metrics=epoch_metrics,
+                )
                 logger.info("epoch %d loss %.6f %s", epoch, record["loss"], epoch_metrics or "")
             barrier()
 
