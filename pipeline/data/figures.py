@@ -175,13 +175,15 @@ def draw_figure(
         _capsule([(image, colour), (owner, owner_id)], a, b, width)
 
 
-def textured_background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    """Smooth colour noise, random stripes and blobs, and pixel noise: clutter that is not a body."""
+def textured_background(
+    rng: np.random.Generator, size: tuple[int, int], shapes: tuple[int, int] = (2, 8)
+) -> Image.Image:
+    """Smooth colour noise, ``shapes`` (min, max) random stripes and blobs, and pixel noise: clutter, not a body."""
     w, h = size
     grid = rng.integers(0, 256, size=(int(rng.integers(2, 7)), int(rng.integers(2, 7)), 3), dtype=np.uint8)
     image = Image.fromarray(grid, "RGB").resize(size, Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(image)
-    for _ in range(int(rng.integers(2, 9))):
+    for _ in range(int(rng.integers(shapes[0], shapes[1] + 1))):
         colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
         x1, x2 = sorted(rng.uniform(-0.2, 1.2, size=2) * w)
         y1, y2 = sorted(rng.uniform(-0.2, 1.2, size=2) * h)
@@ -240,10 +242,25 @@ class Scene:
         return int(np.count_nonzero(self.owner == index + 1))
 
 
-def render_scene(rng: np.random.Generator, size: tuple[int, int], max_people: int = 3) -> Scene:
-    """One image of 1..``max_people`` figures of random size and place, on clutter, maybe occluded."""
+def render_scene(
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    max_people: int = 3,
+    *,
+    occluder_prob: float = 0.35,
+    clutter_shapes: tuple[int, int] = (2, 8),
+) -> Scene:
+    """One image of 1..``max_people`` figures of random size and place, on clutter, maybe occluded.
+
+    Args:
+        rng: random generator (the only source of randomness).
+        size: image (width, height).
+        max_people: people per image, at most.
+        occluder_prob: chance that the image gets 1-2 occluders over its people.
+        clutter_shapes: (min, max) number of background stripes and blobs.
+    """
     w, h = size
-    image = textured_background(rng, size)
+    image = textured_background(rng, size, clutter_shapes)
     owner_img = Image.new("L", size, 0)
     draw, owner = ImageDraw.Draw(image), ImageDraw.Draw(owner_img)
     count = int(rng.choice(np.arange(1, max_people + 1), p=_people_probs(max_people)))
@@ -254,7 +271,7 @@ def render_scene(rng: np.random.Generator, size: tuple[int, int], max_people: in
         figure = sample_figure(rng, pelvis, height)
         draw_figure(rng, draw, owner, figure, i + 1)
         figures.append(figure)
-    if rng.random() < 0.35:
+    if rng.random() < occluder_prob:
         for _ in range(int(rng.integers(1, 3))):
             target = figures[int(rng.integers(len(figures)))]
             around = target.points[int(rng.integers(len(BODY_POINTS)))]

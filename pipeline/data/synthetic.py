@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,8 @@ class SyntheticConfig:
         size_range: (min, max) of image width and height in pixels, drawn independently per image.
         max_people: people per image, at most.
         jpeg_quality: JPEG quality of the written images.
+        occluder_prob: chance that an image gets 1-2 occluding boxes or discs.
+        clutter_shapes: (min, max) number of background stripes and blobs per image.
     """
 
     num_train: int = 64
@@ -54,6 +56,8 @@ class SyntheticConfig:
     size_range: tuple[int, int] = (192, 320)
     max_people: int = 3
     jpeg_quality: int = 92
+    occluder_prob: float = 0.35
+    clutter_shapes: tuple[int, int] = (2, 8)
 
 
 def _scene(config: SyntheticConfig, stream: str, index: int) -> Scene:
@@ -61,7 +65,9 @@ def _scene(config: SyntheticConfig, stream: str, index: int) -> Scene:
     rng = np.random.default_rng([config.seed, zlib.crc32(stream.encode()), index])
     lo, hi = config.size_range
     size = (int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1)))
-    return render_scene(rng, size, config.max_people)
+    return render_scene(
+        rng, size, config.max_people, occluder_prob=config.occluder_prob, clutter_shapes=config.clutter_shapes
+    )
 
 
 def _save(scene: Scene, path: Path, quality: int) -> None:
@@ -209,16 +215,44 @@ def generate_dataset(out_dir: Path, fmt: str = "mpii", config: SyntheticConfig |
 
 
 def generate_unlabeled_folder(
-    out_dir: Path, num_images: int, *, seed: int = 0, size_range: tuple[int, int] = (192, 320)
+    out_dir: Path,
+    num_images: int,
+    *,
+    seed: int = 0,
+    size_range: tuple[int, int] = (192, 320),
+    config: SyntheticConfig | None = None,
+    detections: bool = False,
 ) -> list[Path]:
-    """Write ``num_images`` plain JPEGs (no annotation) into ``out_dir``; returns their paths."""
+    """Write ``num_images`` plain JPEGs (no annotation) into ``out_dir``; returns their paths.
+
+    Args:
+        out_dir: the folder.
+        num_images: how many images.
+        seed: the folder's seed (replaces ``config.seed``).
+        size_range: image size range when no ``config`` is given.
+        config: scene settings (people, occluders, clutter, sizes); default ``SyntheticConfig(size_range=...)``.
+        detections: also write ``detections.json`` with a box per person (as a perfect person detector would), so
+            that teacher inference crops people the way labelled crops are cut instead of taking the whole image.
+    """
     out_dir = Path(out_dir)
-    config = SyntheticConfig(seed=seed, size_range=size_range)
-    paths = []
+    config = replace(config or SyntheticConfig(size_range=size_range), seed=seed)
+    paths, boxes = [], []
     for i in range(num_images):
         path = out_dir / f"img_{i:05d}.jpg"
-        _save(_scene(config, f"unlabeled/{out_dir.name}", i), path, config.jpeg_quality)
+        scene = _scene(config, f"unlabeled/{out_dir.name}", i)
+        _save(scene, path, config.jpeg_quality)
         paths.append(path)
+        h, w = scene.owner.shape
+        for k, figure in enumerate(scene.figures):
+            inside, _ = scene.visible(k, figure.points)
+            if inside.sum() < MIN_LABELLED_JOINTS:
+                continue
+            x1, y1, x2, y2 = figure.extent()
+            x1, y1, x2, y2 = max(x1, 0.0), max(y1, 0.0), min(x2, w - 1.0), min(y2, h - 1.0)
+            box = [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]
+            boxes.append({"file_name": path.name, "bbox": box, "score": 1.0})
+    if detections:
+        _write_json(out_dir / "detections.json", boxes)
     return paths
 
 

@@ -118,8 +118,9 @@ def evaluate(model: nn.Module, config: TrainConfig, preset: ModelPreset, device:
     ev = config.eval
     if ev.format == "mpii":
         result = evaluation.evaluate_mpii(model, preset, ev.root, split=ev.split, batch_size=ev.batch_size,
-                                          device=device, flip=ev.flip)
+                                          device=device, flip=ev.flip, num_workers=config.data.workers)
     else:
         result = evaluation.evaluate_coco(model, preset, ev.root, ev.split, detections=ev.detections,
-                                          batch_size=ev.batch_size, device=device, flip=ev.flip)
+                                          batch_size=ev.batch_size, device=device, flip=ev.flip,
+                                          num_workers=config.data.workers)
     return {str(k): float(v) for k, v in result.items()}
