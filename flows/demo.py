@@ -50,9 +50,9 @@ class DemoSizes:
     occluder_prob: float = 0.1
     clutter_shapes: tuple[int, int] = (1, 4)
     size_range: tuple[int, int] = (128, 192)
-    teacher_epochs: int = 11
+    teacher_epochs: int = 12
     teacher_lr: float = 2e-3
-    teacher_milestones: tuple[int, ...] = (9,)
+    teacher_milestones: tuple[int, ...] = (10,)
     teacher_batch_size: int = 8
     seed: int = 0
 

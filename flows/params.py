@@ -33,7 +33,7 @@ class StudentParams(_Frozen):
     """The student trained on ground truth and cached teacher heatmaps."""
 
     preset: str = Field("hg4_128", description="models preset name, e.g. hg4_128, hrnet_w32_256x192")
-    init_checkpoint: str | None = Field(None, description="optional weights to start from (e.g. ImageNet backbone)")
+    init_checkpoint: str | None = Field(None, description="optional pose weights of this preset to start from (strict)")
 
 
 class LabelledSource(_Frozen):

@@ -49,9 +49,14 @@ class CacheTargets:
         )
 
     def records_of_source(self, source: str) -> list[SampleRecord]:
-        """Every cached record of ``source`` (e.g. ``"folder/street"``), in cache order."""
+        """Every cached record of ``source`` (e.g. ``"folder/street"``), sorted by key.
+
+        Sorted, not in cache order: shards filled side by side commit in any order, and the training order (so the
+        curve of a seeded run) must not depend on which shard finished first.
+        """
         sources = self.dataset.index.strings["source"]
-        return [self.dataset.record(i) for i in range(len(self.dataset)) if str(sources[i]) == source]
+        records = [self.dataset.record(i) for i in range(len(self.dataset)) if str(sources[i]) == source]
+        return sorted(records, key=lambda record: record.key)
 
 
 def build_records(config: TrainConfig, input_aspect: float, cache: CacheTargets | None) -> list[SampleRecord]:
