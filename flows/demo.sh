@@ -28,11 +28,16 @@ cleanup() {
   # Cancel what still runs before stopping the worker, else the run stays Running in the UI forever.
   if [ -n "$WORKER_PID" ]; then
     "$BIN/python" -m flows.demo cancel-running >/dev/null 2>&1 || true
+    # A Prefect worker answers the first SIGTERM by interrupting its run and may stay up: give it 10 s, then KILL.
     kill -- -"$WORKER_PID" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$WORKER_PID" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- -"$WORKER_PID" 2>/dev/null || true
     wait "$WORKER_PID" 2>/dev/null || true
   fi
   if [ -n "$SERVER_PID" ]; then
     kill -- -"$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- -"$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     echo "Prefect server (PID $SERVER_PID) stopped."
   fi

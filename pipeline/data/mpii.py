@@ -17,6 +17,7 @@ Conventions, those of HRNet's ``mpii.py`` so that published checkpoints see the 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -27,6 +28,7 @@ import scipy.io
 from pipeline.data.joints import MPII
 from pipeline.data.paths import check_relative
 from pipeline.data.records import SampleRecord
+from storage.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +135,9 @@ def load_mpii(root: str | Path, split: str, input_aspect: float = 1.0) -> list[S
     return records
 
 
+_MAT_HEADER = b"MATLAB 5.0 MAT-file, written by fast-pose-distillation".ljust(116)
+
+
 def write_mpii_gt_mat(path: Path, people: list[dict]) -> None:
     """Write HRNet's ``gt_valid.mat`` for HRNet json entries (same order), what the PCKh evaluation reads.
 
@@ -152,5 +157,11 @@ def write_mpii_gt_mat(path: Path, people: list[dict]) -> None:
     names = np.empty((1, 16), dtype=object)
     for k, name in enumerate(MAT_JOINT_NAMES):
         names[0, k] = np.array([name])
+    buffer = io.BytesIO()
+    arrays = {"dataset_joints": names, "jnt_missing": missing, "pos_gt_src": pos, "headboxes_src": heads}
+    scipy.io.savemat(buffer, arrays)
+    # The 116-byte text header holds the creation time; a fixed one keeps generated datasets byte-reproducible.
+    data = _MAT_HEADER + buffer.getvalue()[len(_MAT_HEADER):]
     path.parent.mkdir(parents=True, exist_ok=True)
-    scipy.io.savemat(path, {"dataset_joints": names, "jnt_missing": missing, "pos_gt_src": pos, "headboxes_src": heads})
+    with atomic_write(path) as handle:
+        handle.write(data)
