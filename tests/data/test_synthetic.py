@@ -126,3 +126,21 @@ def test_unlabeled_folder(tmp_path: Path) -> None:
     paths = generate_unlabeled_folder(tmp_path / "cam", 3, seed=1)
     assert [p.name for p in paths] == ["img_00000.jpg", "img_00001.jpg", "img_00002.jpg"]
     assert all(Image.open(p).format == "JPEG" for p in paths)
+
+
+def test_unlabeled_folder_with_detections_gives_one_record_per_person_box(tmp_path: Path) -> None:
+    from pipeline.data.folders import scan_folder
+
+    easy = SyntheticConfig(max_people=1, occluder_prob=0.0, size_range=(128, 160))
+    folder = tmp_path / "street"
+    paths = generate_unlabeled_folder(folder, 4, seed=1, config=easy, detections=True)
+    boxes = json.loads((folder / "detections.json").read_text())
+    assert {b["file_name"] for b in boxes} <= {p.name for p in paths} and len(boxes) >= 3
+    for box in boxes:
+        with Image.open(folder / box["file_name"]) as image:
+            width, height = image.size
+        x, y, w, h = box["bbox"]
+        assert x >= 0 and y >= 0 and x + w <= width and y + h <= height and w > 0 and h > 0
+    records = scan_folder(folder, input_aspect=1.0).records
+    assert len(records) == len(boxes)  # the boxes, not the whole images, define the persons
+    assert all(r.scale[0] * 200 < max(Image.open(r.path).size) for r in records)
