@@ -28,6 +28,7 @@ from pipeline.data.figures import COCO_FROM_BODY, MPII_FROM_BODY, Figure, Scene,
 from pipeline.data.joints import COCO
 from pipeline.data.mpii import write_mpii_gt_mat
 from pipeline.data.records import PIXEL_STD
+from storage.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +78,8 @@ def _save(scene: Scene, path: Path, quality: int) -> None:
 
 def _write_json(path: Path, payload: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(path)
+    with atomic_write(path, "w") as handle:
+        handle.write(json.dumps(payload))
 
 
 # ---------------------------------------------------------------------------------------------------------- MPII
