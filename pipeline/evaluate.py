@@ -23,6 +23,7 @@ from pipeline.data import mpii as mpii_data
 from pipeline.data.crops import CropDataset
 from pipeline.data.joints import get_joint_set
 from pipeline.data.records import SampleRecord
+from pipeline.data.workers import worker_start_method
 from pipeline.flip import final_heatmaps, flip_test
 from pipeline.metrics.coco import coco_keypoint_eval, keypoint_results
 from pipeline.metrics.pckh import pckh_table
@@ -85,6 +86,7 @@ def predict(
     loader = DataLoader(
         CropDataset(records, preset.input_size, preset.color_order, use_draft=False),
         batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        multiprocessing_context=worker_start_method(num_workers),
     )
     was_training = model.training
     model.to(device).eval()

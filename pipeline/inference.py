@@ -25,6 +25,7 @@ from pipeline.codec import HeatmapCodec
 from pipeline.data.crops import CropDataset
 from pipeline.data.joints import get_joint_set
 from pipeline.data.records import SampleRecord
+from pipeline.data.workers import worker_start_method
 from pipeline.flip import final_heatmaps, flip_test
 from storage.cache import TeacherTargetCache
 from storage.cache_provenance import CacheMismatchError, CacheProvenance
@@ -154,6 +155,7 @@ def run_teacher_inference(
             num_workers=num_workers if todo else 0,
             pin_memory=on_cuda,
             prefetch_factor=4 if num_workers > 0 and todo else None,
+            multiprocessing_context=worker_start_method(num_workers if todo else 0),
         )
         with torch.inference_mode(), tqdm(total=len(todo), desc="teacher", unit="crop", disable=not progress) as bar:
             for batch in loader:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# No telemetry from the Prefect servers and clients the tests start, however pytest is invoked.
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 REAL_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 

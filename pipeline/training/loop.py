@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from pipeline.data.workers import worker_start_method
 from pipeline.flip import final_heatmaps
 from pipeline.training.config import ConfigError, TrainConfig, add_train_arguments, config_to_dict, load_config
 from pipeline.training.distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
@@ -167,6 +168,8 @@ def train(config: TrainConfig) -> TrainResult:
         loader = DataLoader(
             dataset, batch_size=config.data.batch_size, sampler=sampler, num_workers=config.data.workers,
             pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(config.seed),
+            multiprocessing_context=worker_start_method(config.data.workers),
+            persistent_workers=config.data.workers > 0,
         )
 
         model = create_from_preset(preset)

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.data.joints import MPII
 from pipeline.data.records import SampleRecord
+from pipeline.data.workers import worker_start_method
 from storage import CacheLockedError, CacheMismatchError, CacheProvenance, TeacherTargetCache
 from storage.cache_index import DamagedShardWarning
 from storage.cache_shards import COMPRESSIONS
@@ -101,8 +102,8 @@ def test_round_trip_in_bounded_shards(tmp_path: Path, cache: TeacherTargetCache)
 def test_dataset_in_dataloader_workers(tmp_path: Path, cache: TeacherTargetCache) -> None:
     heatmaps = fill(cache, make_folder(tmp_path, "a", 6))
     data = cache.dataset()
-    data[0]  # the parent opens a handle first: workers must not reuse it
-    batches = list(DataLoader(data, batch_size=3, num_workers=2))
+    data[0]  # the parent opens a handle first: the pickled dataset the workers get must not carry it
+    batches = list(DataLoader(data, batch_size=3, num_workers=2, multiprocessing_context=worker_start_method(2)))
     got = torch.cat([b["heatmaps"] for b in batches]).numpy()
     np.testing.assert_allclose(got, heatmaps, atol=1e-3)
     assert batches[0]["joints"].shape == (3, K, 2) and batches[0]["source"] == ["folder/a"] * 3
