@@ -28,6 +28,7 @@ from pipeline.data.joints import COCO, MPII
 from pipeline.data.mpii import MAT_JOINT_NAMES
 from pipeline.metrics.pckh import MpiiGroundTruth
 from storage.atomic import atomic_write
+from storage.jsonfiles import read_json
 
 MPII_PREDICTION_SUFFIXES = (".mat", ".npy", ".json")
 _GT_KEYS = ("dataset_joints", "jnt_missing", "pos_gt_src", "headboxes_src")
@@ -151,8 +152,7 @@ def load_coco_results(path: str | Path, num_joints: int = COCO.num_joints) -> li
         ValueError: not a list, an entry lacks a key, or its keypoints are not ``3 * num_joints`` numbers.
     """
     path = Path(path)
-    _require_file(path, "COCO keypoint results file")
-    results = _read_json(path)
+    results = read_json(path, "COCO keypoint results file")
     if not isinstance(results, list):
         raise ValueError(f"{path}: expected a json list of keypoint results, got {type(results).__name__}")
     for i, entry in enumerate(results):
@@ -183,15 +183,8 @@ def _check_result(entry: object, num_joints: int, where: str) -> None:
         raise ValueError(f"{where}: keypoints and score must be finite numbers")
 
 
-def _read_json(path: Path) -> object:
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid json ({exc})") from None
-
-
 def _read_json_array(path: Path) -> np.ndarray:
-    data = _read_json(path)
+    data = read_json(path, "predictions file")
     try:
         return np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from pipeline.data.joints import COCO
 from pipeline.data.paths import check_relative
 from pipeline.data.records import SampleRecord
 from pipeline.geometry import box_to_center_scale
+from storage.jsonfiles import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +56,7 @@ def read_coco(path: Path) -> CocoApi:
         ValueError: not a COCO annotation object (e.g. an MPII json list) or missing its keys.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO annotation file not found: {path}")
-    try:
-        dataset = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid json ({exc})") from None
+    dataset = read_json(path, "COCO annotation file")
     if not isinstance(dataset, dict):
         hint = " (it looks like an MPII/HRNet json list)" if isinstance(dataset, list) else ""
         raise ValueError(f"{path}: expected a COCO annotation object with images and annotations{hint}")
@@ -115,10 +110,7 @@ def _ground_truth(
 
 def _read_detections(detections: str | Path | Sequence[dict]) -> list[dict]:
     if isinstance(detections, (str, Path)):
-        path = Path(detections)
-        if not path.is_file():
-            raise FileNotFoundError(f"detections file not found: {path}")
-        detections = json.loads(path.read_text())
+        detections = read_json(detections, "detections file")
     if not isinstance(detections, list):
         raise ValueError("detections must be a list of {image_id, category_id, bbox, score}")
     return list(detections)

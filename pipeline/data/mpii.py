@@ -18,7 +18,6 @@ Conventions, those of HRNet's ``mpii.py`` so that published checkpoints see the 
 from __future__ import annotations
 
 import io
-import json
 import logging
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from pipeline.data.joints import MPII
 from pipeline.data.paths import check_relative
 from pipeline.data.records import SampleRecord
 from storage.atomic import atomic_write
+from storage.jsonfiles import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +54,7 @@ def fit_aspect(size: float, input_aspect: float) -> tuple[float, float]:
 
 
 def _read_entries(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"MPII annotation file not found: {path}")
-    try:
-        entries = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid json ({exc})") from None
+    entries = read_json(path, "MPII annotation file")
     if isinstance(entries, dict):
         hint = " (it looks like a COCO file)" if "annotations" in entries or "images" in entries else ""
         raise ValueError(f"{path}: expected the HRNet MPII json list of persons, got an object{hint}")
