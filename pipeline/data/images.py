@@ -13,6 +13,8 @@ the crop matrix.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,25 +96,18 @@ def load_image(path: str | Path, *, draft_scale: float | None = None) -> LoadedI
         ImageDecodeError: missing, unreadable, corrupt or truncated file; the message names the file and cause.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as image:
-            original_size = image.size
-            factor = 1
-            if draft_scale is not None and image.format == "JPEG":
-                wanted = draft_factor_for(draft_scale)
-                if wanted > 1:
-                    request = (max(image.width // wanted, 1), max(image.height // wanted, 1))
-                    result = image.draft(None, request)
-                    if result is not None:
-                        factor = round(original_size[0] / result[1][2])
-            image.load()
-            rgb = _to_rgb(image)  # loaded pixels outlive the file handle closed by the with block
-    except FileNotFoundError:
-        raise ImageDecodeError(f"{path}: file not found") from None
-    except UnidentifiedImageError:
-        raise ImageDecodeError(f"{path}: not a readable image (unknown format or corrupt header)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"{path}: cannot decode ({exc})") from exc
+    with _image_errors(path, "cannot decode"), Image.open(path) as image:
+        original_size = image.size
+        factor = 1
+        if draft_scale is not None and image.format == "JPEG":
+            wanted = draft_factor_for(draft_scale)
+            if wanted > 1:
+                request = (max(image.width // wanted, 1), max(image.height // wanted, 1))
+                result = image.draft(None, request)
+                if result is not None:
+                    factor = round(original_size[0] / result[1][2])
+        image.load()
+        rgb = _to_rgb(image)  # loaded pixels outlive the file handle closed by the with block
     return LoadedImage(image=rgb, draft_factor=factor, original_size=original_size)
 
 
@@ -122,15 +117,23 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
     Raises:
         ImageDecodeError: missing file or unreadable header.
     """
+    with _image_errors(path, "cannot read header"), Image.open(path) as image:
+        return image.size
+
+
+@contextmanager
+def _image_errors(path: str | Path, action: str) -> Iterator[None]:
+    """Turn Pillow's and the OS's errors into one ``ImageDecodeError`` that names the file and the cause."""
     try:
-        with Image.open(path) as image:
-            return image.size
+        yield
     except FileNotFoundError:
         raise ImageDecodeError(f"{path}: file not found") from None
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{path}: not a readable image (unknown format or corrupt header)") from None
+    except ImageDecodeError:
+        raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"{path}: cannot read header ({exc})") from exc
+        raise ImageDecodeError(f"{path}: {action} ({exc})") from exc
 
 
 def image_fingerprint(path: str | Path) -> str:
