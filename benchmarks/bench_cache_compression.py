@@ -24,12 +24,12 @@ import numpy as np
 
 from pipeline.codec import HeatmapCodec
 from pipeline.data.coco import load_coco
-from pipeline.data.joints import COCO, MPII
+from models.joints import COCO, MPII
 from pipeline.data.mpii import load_mpii
 from pipeline.data.records import SampleRecord
 from pipeline.geometry import apply_affine, crop_matrix
-from storage import CacheProvenance, TeacherTargetCache
-from storage.cache_shards import COMPRESSIONS
+from storage.cache import CacheProvenance, TeacherTargetCache
+from storage.cache.shards import COMPRESSIONS
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 

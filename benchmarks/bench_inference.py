@@ -5,7 +5,7 @@ batch, inference mode, channels-last, bf16 autocast on CUDA) on ready-made input
 ``run_teacher_inference`` end to end into a fresh cache: planning (stat + fingerprint of every image), JPEG
 decoding and cropping in DataLoader workers, the same forward, decoding joints and writing compressed shards.
 The images are the real COCO and MPII sample photos (640x425 .. 1280x720 JPEGs), copied under distinct names
-until ``--images`` is reached, scanned as an unlabelled folder (one whole-image person each).
+until ``--images`` is reached, scanned as an unlabeled folder (one whole-image person each).
 
 Run: ``.venv/bin/python benchmarks/bench_inference.py [--preset tiny_teacher_mpii] [--batch-size 32]
 [--images 256] [--workers 1] [--repeats 5] [--device cpu]``
@@ -24,10 +24,10 @@ import torch
 
 from models.presets import create_from_preset, get_preset
 from pipeline.data.folders import scan_folder
-from pipeline.data.joints import get_joint_set
+from models.joints import get_joint_set
 from pipeline.flip import flip_test
 from pipeline.inference import run_teacher_inference, teacher_provenance
-from storage import TeacherTargetCache
+from storage.cache import TeacherTargetCache
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 

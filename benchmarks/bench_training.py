@@ -23,7 +23,7 @@ import torch
 from models import create_from_preset, get_preset
 from pipeline.data.mpii import load_mpii
 from pipeline.data.synthetic import SyntheticConfig, generate_dataset
-from pipeline.inference import run_teacher_inference, teacher_provenance
+from pipeline.teacher.inference import run_teacher_inference, teacher_provenance
 from pipeline.training.config import config_from_dict
 from pipeline.training.loop import read_log, train
 from storage.cache import TeacherTargetCache
@@ -36,7 +36,7 @@ def _recipe(args: argparse.Namespace, root: Path, out: Path, mode: str, cache: P
         "teacher_preset": args.teacher,
         "teacher_checkpoint": str(teacher),
         "teacher_online": mode == "online",
-        "data": {"labelled": [{"format": "mpii", "root": str(root), "split": "train"}], "batch_size": args.batch_size,
+        "data": {"labelled": [{"kind": "mpii", "root": str(root), "split": "train"}], "batch_size": args.batch_size,
                  "workers": args.workers},
         "optim": {"epochs": args.epochs, "milestones": [1000]},
         "loss": {"alpha": 0.5},
@@ -44,6 +44,7 @@ def _recipe(args: argparse.Namespace, root: Path, out: Path, mode: str, cache: P
         "device": args.device,
         "amp": args.amp,
         "channels_last": args.device != "cpu",
+        "progress": False,  # the benchmark prints its own table
     }
     if mode == "cache":
         raw["data"]["teacher_cache"] = str(cache)

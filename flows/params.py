@@ -1,7 +1,7 @@
 """Typed parameters of ``distill-flow``: one pydantic model, so the Prefect UI renders a form and rejects bad runs.
 
-The model is the one config object of a run (house style: built and validated at the edge, then unpacked into the
-plain functions' explicit arguments by the tasks).
+The model is the one config object of a run (house style: built and validated at the edge). The flow unpacks it
+into the explicit arguments of the tasks: source specs, a shard job, a training recipe (``TrainConfig``), paths.
 """
 
 from __future__ import annotations
@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline.data.sources import SourceSpec
+from pipeline.runtime import resolve_device
+from pipeline.teacher.shards import ShardJob
+from pipeline.training.config import DataConfig, EvalConfig, OptimConfig, TrainConfig
 
 Dataset = Literal["mpii", "coco"]
 Baseline = Literal["gt_only", "fpd_labelled"]
@@ -36,7 +41,7 @@ class StudentParams(_Frozen):
     init_checkpoint: str | None = Field(None, description="optional pose weights of this preset to start from (strict)")
 
 
-class LabelledSource(_Frozen):
+class LabelledDataset(_Frozen):
     """One labelled dataset root in its genuine layout (MPII: annot/*.json + images/; COCO: annotations/ + images/)."""
 
     dataset: Dataset
@@ -51,6 +56,11 @@ class LabelledSource(_Frozen):
     @property
     def val(self) -> str:
         return self.val_split or DEFAULT_SPLITS[self.dataset][1]
+
+    @property
+    def train_spec(self) -> SourceSpec:
+        """The training split as the loaders name a source."""
+        return SourceSpec(self.dataset, Path(self.root), self.train)
 
 
 class ScheduleParams(_Frozen):
@@ -79,7 +89,7 @@ class DistillParams(_Frozen):
 
     teacher: TeacherParams
     student: StudentParams = StudentParams()
-    labelled: list[LabelledSource] = Field(..., min_length=1)
+    labelled: list[LabelledDataset] = Field(..., min_length=1)
     unlabeled_roots: list[str] = Field(
         default_factory=list, description="every sub-folder of each root is a source; new folders are picked up"
     )
@@ -89,12 +99,14 @@ class DistillParams(_Frozen):
     use_ground_truth: bool = True
     baselines: list[Baseline] = Field(default_factory=list, description="extra students for the comparison table")
     schedule: ScheduleParams = ScheduleParams()
-    evaluate: list[Dataset] = Field(default_factory=list, description="validation sets to score teacher and students")
+    eval_datasets: list[Dataset] = Field(
+        default_factory=list, description="validation sets to score teacher and students on (flip test)"
+    )
     coco_detections: str | None = Field(None, description="person detections json for COCO val (None: GT boxes)")
     device: DeviceParams = DeviceParams()
     num_shards: int = Field(1, ge=1, description="teacher-inference shards run side by side")
     shard_deployment: str | None = Field(
-        None, description="run each shard as a run of this deployment (e.g. 'teacher-inference/default') on any worker"
+        None, description="run each shard as a run of this deployment (e.g. 'teacher-inference/shard') on any worker"
     )
     render_overlays: int = Field(4, ge=0, description="cached heatmaps rendered over their crops for the report")
 
@@ -106,15 +118,51 @@ class DistillParams(_Frozen):
         if len(set(datasets)) > 1:
             # A heatmap channel means one joint set: MPII and COCO need separate runs (teachers differ).
             raise ValueError("MPII and COCO have different joint sets: run distill-flow once per dataset")
-        missing = sorted(set(self.evaluate) - set(datasets))
+        missing = sorted(set(self.eval_datasets) - set(datasets))
         if missing:
-            raise ValueError(f"evaluate {missing} needs a labelled source of that dataset")
+            raise ValueError(f"eval_datasets {missing} needs a labelled source of that dataset")
         return self
 
-    def source(self, dataset: Dataset) -> LabelledSource:
+    def source(self, dataset: Dataset) -> LabelledDataset:
         """The labelled source of ``dataset``."""
         return next(s for s in self.labelled if s.dataset == dataset)
 
     @property
     def output_path(self) -> Path:
         return Path(self.output_dir)
+
+    @property
+    def plan_path(self) -> Path:
+        """Where discovery writes the inference plan (the shards' reports go beside it)."""
+        return self.output_path / "inference" / "plan.json"
+
+    def shard_job(self, shard_index: int = 0) -> ShardJob:
+        """Shard ``shard_index`` of this run's teacher inference."""
+        return ShardJob(
+            teacher_preset=self.teacher.preset, teacher_checkpoint=self.teacher.checkpoint, cache_dir=self.cache_dir,
+            plan_path=str(self.plan_path), shard_index=shard_index, num_shards=self.num_shards,
+            batch_size=self.device.inference_batch_size, device=self.device.device,
+            num_workers=self.device.num_workers, torch_threads=self.device.torch_threads,
+        )  # fmt: skip
+
+    def base_train_config(self) -> TrainConfig:
+        """The students' common recipe: labelled data, schedule, device; each variant adds its loss and teacher.
+
+        Validation during training is off: the flow scores every model the same way afterwards.
+        """
+        on_cuda = resolve_device(self.device.device).type == "cuda"
+        return TrainConfig(
+            student_preset=self.student.preset,
+            student_init=self.student.init_checkpoint,
+            data=DataConfig(
+                labelled=tuple(s.train_spec for s in self.labelled), augment=self.schedule.augment,
+                batch_size=self.schedule.batch_size, workers=self.device.num_workers,
+            ),
+            optim=OptimConfig(lr=self.schedule.lr, epochs=self.schedule.epochs,
+                              milestones=tuple(self.schedule.milestones)),
+            eval=EvalConfig(dataset=None),
+            device=self.device.device,
+            amp="bf16" if self.device.amp and on_cuda else "none",
+            seed=self.schedule.seed,
+            resume=True,
+        )  # fmt: skip

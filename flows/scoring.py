@@ -68,7 +68,7 @@ def cache_report(params: DistillParams, discovery: stages.Discovery, shards: Seq
         "# Teacher cache", "",
         f"`{summary.path}`: teacher **{prov['teacher_preset']}** (sha256 `{prov['checkpoint_sha256'][:12]}`), "
         f"input {prov['input_size']}, heatmaps {prov['heatmap_size']}, flip test {prov['flip_test']}.", "",
-        f"{summary.num_samples} samples ({summary.labelled} labelled, {summary.unlabelled} unlabeled) in "
+        f"{summary.num_samples} samples ({summary.labelled} labelled, {summary.unlabeled} unlabeled) in "
         f"{summary.num_shards} shards, {summary.disk_bytes / 2**20:.1f} MiB ({summary.bytes_per_sample:.0f} B/sample).",
         "", "## This run", "",
         "| source | images | samples | new images | new samples |", "|---|---|---|---|---|",

@@ -12,9 +12,8 @@ from types import MappingProxyType
 
 from torch import nn
 
+from models.joints import JOINT_SETS, get_joint_set
 from models.registry import create_model
-
-NUM_JOINTS: MappingProxyType[str, int] = MappingProxyType({"mpii": 16, "coco": 17})
 
 
 @dataclass(frozen=True)
@@ -42,20 +41,25 @@ class ModelPreset:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if self.joint_set not in NUM_JOINTS:
-            raise ValueError(f"preset {self.name}: joint_set must be one of {sorted(NUM_JOINTS)}")
+        if self.joint_set not in JOINT_SETS:
+            raise ValueError(f"preset {self.name}: joint_set must be one of {sorted(JOINT_SETS)}")
         if self.color_order not in ("RGB", "BGR"):
             raise ValueError(f"preset {self.name}: color_order must be 'RGB' or 'BGR'")
 
     @property
     def num_joints(self) -> int:
         """K: 16 for MPII, 17 for COCO."""
-        return NUM_JOINTS[self.joint_set]
+        return get_joint_set(self.joint_set).num_joints
 
     @property
     def options(self) -> dict[str, object]:
         """``arch_options`` as a fresh dict (mutating it does not touch the preset)."""
         return dict(self.arch_options)
+
+    @property
+    def input_aspect(self) -> float:
+        """Input width / height: the aspect every person box is fitted to before cropping (HRNet's rule)."""
+        return self.input_size[0] / self.input_size[1]
 
     @property
     def input_hw(self) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline import geometry
-from pipeline.data.joints import JointSet
+from models.joints import JointSet
 from pipeline.data.records import PIXEL_STD, SampleRecord
 from pipeline.geometry import Size
 
@@ -120,7 +120,7 @@ def sample_crop(
     """Draw one random training crop of ``record`` with HRNet's rules (half-body, scale, rotation, flip).
 
     Args:
-        record: the sample; its joints and visibility drive the half-body crop (skipped when unlabelled).
+        record: the sample; its joints and visibility drive the half-body crop (skipped when unlabeled).
         cfg: augmentation settings.
         rng: the random source (one per worker, seeded by the caller for reproducibility).
         image_width: width of the full image in pixels (kept for symmetry with ``crop_params_matrix``).

@@ -1,6 +1,5 @@
-"""Storage: the teacher target cache, checkpoints, annotation and result files, atomic writes, locks."""
+"""Storage, the bottom layer beside ``models``: files, not pose logic.
 
-from storage.cache import CacheLockedError, CacheWriter, TeacherTargetCache
-from storage.cache_provenance import CacheMismatchError, CacheProvenance
-
-__all__ = ["CacheLockedError", "CacheMismatchError", "CacheProvenance", "CacheWriter", "TeacherTargetCache"]
+The teacher target cache (``storage.cache``), checkpoints, annotation and result files as arrays, JSON reading,
+file hashes, atomic writes and locks. Nothing here imports ``pipeline``.
+"""

@@ -4,14 +4,15 @@ Every reader checks what it reads and raises ``ValueError`` (or ``FileNotFoundEr
 what is wrong, so that ``fpd eval`` can print one clear line. The metrics themselves (``pipeline.metrics``)
 never touch files.
 
-MPII prediction formats (16 joints in MPII order, see ``pipeline.data.joints.MPII``):
+MPII prediction formats (K joints per person, 16 in MPII's order; the caller says K):
 
-* ``.mat``: key ``pos_pred_src`` of shape (16, 2, N) (the layout of ``detections_our_format.mat``), or key
-  ``preds`` of shape (N, 16, 2) (HRNet's ``pred.mat``); both in MPII's **1-based** pixels.
-* ``.npy``: an (N, 16, 2) array, **0-based** pixels.
-* ``.json``: a list of N persons, each a list of 16 ``[x, y]`` pairs, **0-based** pixels.
+* ``.mat``: key ``pos_pred_src`` of shape (K, 2, N) (the layout of ``detections_our_format.mat``), or key
+  ``preds`` of shape (N, K, 2) (HRNet's ``pred.mat``); both in MPII's **1-based** pixels.
+* ``.npy``: an (N, K, 2) array, **0-based** pixels.
+* ``.json``: a list of N persons, each a list of K ``[x, y]`` pairs, **0-based** pixels.
 
-All readers return (N, 16, 2) float64 in 0-based pixels.
+All readers return (N, K, 2) float64 in 0-based pixels. This module knows file layouts, not joints: what the
+joint names mean is checked by ``pipeline.data.mpii.load_mpii_gt``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from pipeline.data.joints import COCO, MPII
-from pipeline.data.mpii import MAT_JOINT_NAMES
-from pipeline.metrics.pckh import MpiiGroundTruth
+from typing import NamedTuple
+
 from storage.atomic import atomic_write
 from storage.jsonfiles import read_json
 
@@ -48,16 +48,32 @@ def _load_mat(path: Path) -> dict:
 
 
 def _joint_names(raw: np.ndarray) -> tuple[str, ...]:
-    """``dataset_joints`` (a 1x16 cell of strings as scipy loads it) as plain strings."""
+    """``dataset_joints`` (a 1xK cell of strings as scipy loads it) as plain strings."""
     return tuple(str(np.asarray(cell).reshape(-1)[0]) for cell in np.asarray(raw, dtype=object).reshape(-1))
 
 
-def load_mpii_gt(path: str | Path) -> MpiiGroundTruth:
+class GroundTruthMat(NamedTuple):
+    """The arrays of an MPII ``gt_valid.mat``, moved to 0-based pixels and person-first axes (K joints, N persons).
+
+    Attributes:
+        joint_names: ``dataset_joints`` as plain strings (the file's joint order).
+        joints: (N, K, 2) float64, 0-based pixels (``pos_gt_src - 1``).
+        missing: (N, K) bool (``jnt_missing``).
+        headboxes: (N, 2, 2) float64 (``headboxes_src``).
+    """
+
+    joint_names: tuple[str, ...]
+    joints: np.ndarray
+    missing: np.ndarray
+    headboxes: np.ndarray
+
+
+def read_gt_mat(path: str | Path) -> GroundTruthMat:
     """Read HRNet's ``gt_valid.mat`` (keys dataset_joints, jnt_missing, pos_gt_src, headboxes_src).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a key is missing, the joint names are not MPII's order, or the shapes disagree.
+        ValueError: a key is missing, or the shapes disagree with each other or with the joint names.
     """
     path = Path(path)
     _require_file(path, "MPII ground-truth .mat")
@@ -66,31 +82,31 @@ def load_mpii_gt(path: str | Path) -> MpiiGroundTruth:
     if missing_keys:
         raise ValueError(f"{path}: not an MPII gt_valid.mat, missing key(s) {', '.join(missing_keys)}")
     names = _joint_names(mat["dataset_joints"])
-    if names != MAT_JOINT_NAMES:
-        raise ValueError(f"{path}: dataset_joints are {names}, expected MPII's order {MAT_JOINT_NAMES}")
     pos, jnt_missing, heads = mat["pos_gt_src"], mat["jnt_missing"], mat["headboxes_src"]
-    n = pos.shape[-1] if pos.ndim == 3 else -1
-    if pos.shape != (16, 2, n) or jnt_missing.shape != (16, n) or heads.shape != (2, 2, n):
+    k, n = len(names), (pos.shape[-1] if pos.ndim == 3 else -1)
+    if pos.shape != (k, 2, n) or jnt_missing.shape != (k, n) or heads.shape != (2, 2, n):
         raise ValueError(
-            f"{path}: expected pos_gt_src (16, 2, N), jnt_missing (16, N), headboxes_src (2, 2, N); got "
+            f"{path}: expected pos_gt_src ({k}, 2, N), jnt_missing ({k}, N), headboxes_src (2, 2, N); got "
             f"{pos.shape}, {jnt_missing.shape}, {heads.shape}"
         )
-    return MpiiGroundTruth(
+    return GroundTruthMat(
+        joint_names=names,
         joints=np.transpose(pos, (2, 0, 1)).astype(np.float64) - 1.0,  # MATLAB 1-based -> 0-based
         missing=np.transpose(jnt_missing, (1, 0)).astype(bool),
         headboxes=np.transpose(heads, (2, 0, 1)).astype(np.float64),
     )
 
 
-def load_mpii_predictions(path: str | Path, num_persons: int | None = None) -> np.ndarray:
+def load_mpii_predictions(path: str | Path, *, num_joints: int, num_persons: int | None = None) -> np.ndarray:
     """Read MPII predictions from ``.mat``, ``.npy`` or ``.json`` (formats in the module docstring).
 
     Args:
         path: the predictions file.
+        num_joints: K, the joints per person the file must hold (16 for MPII).
         num_persons: when given, the number of persons the file must hold (the ground truth's N).
 
     Returns:
-        (N, 16, 2) float64 predictions in 0-based pixels.
+        (N, K, 2) float64 predictions in 0-based pixels.
 
     Raises:
         FileNotFoundError: no such file.
@@ -102,19 +118,19 @@ def load_mpii_predictions(path: str | Path, num_persons: int | None = None) -> n
     if suffix == ".mat":
         mat = _load_mat(path)
         if "pos_pred_src" in mat:
-            preds = np.transpose(_shaped(mat["pos_pred_src"], (16, 2, None), path, "pos_pred_src"), (2, 0, 1)) - 1.0
+            preds = np.transpose(_shaped(mat["pos_pred_src"], (num_joints, 2, None), path, "pos_pred_src"), (2, 0, 1)) - 1.0
         elif "preds" in mat:
-            preds = _shaped(mat["preds"], (None, 16, 2), path, "preds") - 1.0
+            preds = _shaped(mat["preds"], (None, num_joints, 2), path, "preds") - 1.0
         else:
-            raise ValueError(f"{path}: no key 'pos_pred_src' (16x2xN) or 'preds' (Nx16x2) in this .mat file")
+            raise ValueError(f"{path}: no key 'pos_pred_src' ({num_joints}x2xN) or 'preds' (Nx{num_joints}x2) in this .mat file")
     elif suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
         except ValueError as exc:
             raise ValueError(f"{path}: not a plain numeric .npy array ({exc})") from None
-        preds = _shaped(array, (None, 16, 2), path, "array")
+        preds = _shaped(array, (None, num_joints, 2), path, "array")
     elif suffix == ".json":
-        preds = _shaped(_read_json_array(path), (None, 16, 2), path, "json list")
+        preds = _shaped(_read_json_array(path), (None, num_joints, 2), path, "json list")
     else:
         raise ValueError(f"{path}: unknown predictions format {suffix!r}; use one of {MPII_PREDICTION_SUFFIXES}")
     preds = preds.astype(np.float64)
@@ -126,9 +142,9 @@ def load_mpii_predictions(path: str | Path, num_persons: int | None = None) -> n
 
 
 def save_mpii_predictions(path: str | Path, preds: np.ndarray) -> Path:
-    """Write (N, 16, 2) 0-based predictions as ``.npy``, ``.json`` or HRNet's ``pred.mat`` (1-based ``preds``)."""
+    """Write (N, K, 2) 0-based predictions as ``.npy``, ``.json`` or HRNet's ``pred.mat`` (1-based ``preds``)."""
     path = Path(path)
-    preds = _shaped(np.asarray(preds, dtype=np.float64), (None, MPII.num_joints, 2), path, "predictions")
+    preds = _shaped(np.asarray(preds, dtype=np.float64), (None, None, 2), path, "predictions")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         with atomic_write(path) as handle:
@@ -144,7 +160,7 @@ def save_mpii_predictions(path: str | Path, preds: np.ndarray) -> Path:
     return path
 
 
-def load_coco_results(path: str | Path, num_joints: int = COCO.num_joints) -> list[dict]:
+def load_coco_results(path: str | Path, *, num_joints: int) -> list[dict]:
     """Read a COCO keypoint results json (a list of {image_id, category_id, keypoints, score, ...}).
 
     Raises:
@@ -188,7 +204,7 @@ def _read_json_array(path: Path) -> np.ndarray:
     try:
         return np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{path}: expected a list of persons, each a list of 16 [x, y] pairs") from None
+        raise ValueError(f"{path}: expected a list of persons, each a list of [x, y] pairs") from None
 
 
 def _shaped(array: np.ndarray, shape: tuple[int | None, ...], path: Path, what: str) -> np.ndarray:

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from storage.atomic import atomic_write
+from storage.hashing import sha256_file
 
 _PREFIXES = ("module.", "_orig_mod.")
 _SHOWN = 5  # keys listed per category in error messages
@@ -260,15 +261,6 @@ def load_backbone(model: nn.Module, path: str | os.PathLike[str]) -> LoadReport:
         CheckpointMismatchError: not a single key of the file fits the model.
     """
     return _load(model, Path(path), strict=False, require_any=True)
-
-
-def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks (checkpoints are hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def metadata_path(weights_path: str | os.PathLike[str]) -> Path:

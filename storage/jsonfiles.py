@@ -1,9 +1,11 @@
-"""Reading the json files users hand us (annotations, results), with errors that name the file."""
+"""JSON files: reading those users hand us (annotations, results) with errors that name the file; atomic writes."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from storage.atomic import atomic_write
 
 
 def read_json(path: str | Path, what: str) -> object:
@@ -20,3 +22,10 @@ def read_json(path: str | Path, what: str) -> object:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid json ({exc})") from None
+
+
+def write_json(path: str | Path, payload: object) -> Path:
+    """Write ``payload`` as indented JSON, atomically (a reader never sees half a file)."""
+    with atomic_write(path, "w") as handle:
+        handle.write(json.dumps(payload, indent=2, sort_keys=True))
+    return Path(path)

@@ -50,7 +50,7 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"cache {summary.path}")
     for key, value in summary.provenance.items():
         print(f"  {key}: {value}")
-    print(f"samples: {summary.num_samples} ({summary.labelled} labelled, {summary.unlabelled} unlabelled; "
+    print(f"samples: {summary.num_samples} ({summary.labelled} labelled, {summary.unlabeled} unlabeled; "
           f"{summary.num_superseded} superseded records hidden)")  # fmt: skip
     for source, count in summary.per_source.items():
         print(f"  {source}: {count}")

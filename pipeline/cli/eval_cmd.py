@@ -50,21 +50,24 @@ def _emit(values: dict[str, float], as_json: bool) -> None:
 
 
 def _eval_mpii(args: argparse.Namespace) -> int:
+    from models.joints import MPII
+    from pipeline.data.mpii import load_mpii_gt
     from pipeline.metrics.pckh import pckh_table
-    from storage.annotations import load_mpii_gt, load_mpii_predictions
+    from storage.annotations import load_mpii_predictions
 
     gt = load_mpii_gt(args.gt)
-    preds = load_mpii_predictions(args.preds, num_persons=len(gt))
+    preds = load_mpii_predictions(args.preds, num_joints=MPII.num_joints, num_persons=len(gt))
     _emit(pckh_table(preds, gt), args.json)
     return 0
 
 
 def _eval_coco(args: argparse.Namespace) -> int:
+    from models.joints import COCO
     from pipeline.data.coco import read_coco
     from pipeline.metrics.coco import coco_keypoint_eval
     from storage.annotations import load_coco_results
 
     coco_gt = read_coco(args.gt)
-    results = load_coco_results(args.results)
+    results = load_coco_results(args.results, num_joints=COCO.num_joints)
     _emit(coco_keypoint_eval(coco_gt, results), args.json)
     return 0

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache", required=True, type=Path, help="cache folder (created if missing)")
     parser.add_argument("--mpii", action="append", default=[], metavar="ROOT[:split]", help="MPII source (valid)")
     parser.add_argument("--coco", action="append", default=[], metavar="ROOT[:split]", help="COCO source (val2017)")
-    parser.add_argument("--folder", action="append", default=[], metavar="DIR", help="folder of unlabelled images")
+    parser.add_argument("--folder", action="append", default=[], metavar="DIR", help="folder of unlabeled images")
     parser.add_argument("--detections", type=Path, help="person detections for the --coco sources (default: GT boxes)")
     parser.add_argument("--shard", default="0/1", metavar="I/N", help="this process's slot of N (default 0/1)")
     parser.add_argument("--batch-size", type=int, default=32, help="crops per forward pass (default 32)")

@@ -11,7 +11,7 @@ persons with fewer than ``min_keypoints`` labelled keypoints dropped (HRNet drop
 centre/scale with ``geometry.box_to_center_scale`` (aspect fix, 1.25 padding); visibility ``v > 0``.
 
 Detections (``COCO_val2017_detections_AP_H_56_person.json`` format, a list of ``{image_id, category_id, bbox,
-score}``): category 1 with ``score >= score_threshold`` become unlabelled records with ``score`` and ``image_id``
+score}``): category 1 with ``score >= score_threshold`` become unlabeled records with ``score`` and ``image_id``
 set and instance id ``"det<i>"``, ``i`` the position in the file.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO as CocoApi
 
-from pipeline.data.joints import COCO
+from models.joints import COCO
 from pipeline.data.paths import check_relative
 from pipeline.data.records import SampleRecord
 from pipeline.geometry import box_to_center_scale

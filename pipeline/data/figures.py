@@ -27,13 +27,13 @@ MPII_FROM_BODY = tuple(_P[n] for n in (
     "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
     "upper_neck", "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist",
 ))  # fmt: skip
-"""Body point index of each MPII joint, in ``pipeline.data.joints.MPII`` order."""
+"""Body point index of each MPII joint, in ``models.joints.MPII`` order."""
 
 COCO_FROM_BODY = tuple(_P[n] for n in (
     "nose", "l_eye", "r_eye", "l_ear", "r_ear", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow",
     "l_wrist", "r_wrist", "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle",
 ))  # fmt: skip
-"""Body point index of each COCO keypoint, in ``pipeline.data.joints.COCO`` order."""
+"""Body point index of each COCO keypoint, in ``models.joints.COCO`` order."""
 
 # Limb segments (from, to, base RGB colour): warm colours on the person's right, cold ones on the left.
 _LIMBS = (

@@ -136,15 +136,6 @@ def _image_errors(path: str | Path, action: str) -> Iterator[None]:
         raise ImageDecodeError(f"{path}: {action} ({exc})") from exc
 
 
-def image_fingerprint(path: str | Path) -> str:
-    """Content hash of the file: blake2b of its bytes, 32 hex characters (changes when the image changes)."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def to_tensor(crop: Image.Image, color_order: str) -> torch.Tensor:
     """A network input: (3, H, W) float32, ImageNet-normalised, channels in ``color_order``.
 

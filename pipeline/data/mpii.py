@@ -12,7 +12,7 @@ Conventions, those of HRNet's ``mpii.py`` so that published checkpoints see the 
 * a joint is missing when its ``joints_vis`` is 0 or it is written ``[-1, -1]``: visibility 0;
 * the raw MPII centre sits high on the body and the scale is tight: ``center_y += 15 * s`` (x is kept), then
   ``s *= 1.25``; the box is square ``(s, s)``, widened to the model input aspect when that is not 1;
-* a split without joints (``test.json``) gives unlabelled records.
+* a split without joints (``test.json``) gives unlabeled records.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from pipeline.data.joints import MPII
+from models.joints import MPII
 from pipeline.data.paths import check_relative
 from pipeline.data.records import SampleRecord
+from pipeline.metrics.pckh import MpiiGroundTruth
+from storage.annotations import read_gt_mat
 from storage.atomic import atomic_write
 from storage.jsonfiles import read_json
 
@@ -70,8 +72,8 @@ def _parse_joints(entry: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
     flags = np.asarray(entry.get("joints_vis", np.ones(MPII.num_joints)), dtype=np.float32).reshape(-1)
     if flags.shape != (MPII.num_joints,):
         raise ValueError(f"{where}: 'joints_vis' must have {MPII.num_joints} entries, got {flags.shape[0]}")
-    unlabelled = np.all(joints == -1.0, axis=1)
-    visibility = ((flags > 0) & ~unlabelled).astype(np.float32)
+    unlabeled = np.all(joints == -1.0, axis=1)
+    visibility = ((flags > 0) & ~unlabeled).astype(np.float32)
     return joints - 1.0, visibility
 
 
@@ -160,3 +162,16 @@ def write_mpii_gt_mat(path: Path, people: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as handle:
         handle.write(data)
+
+
+def load_mpii_gt(path: str | Path) -> MpiiGroundTruth:
+    """HRNet's ``gt_valid.mat`` as evaluation ground truth, its joints checked to be MPII's, in MPII's order.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a key is missing, the joint names are not MPII's order, or the shapes disagree.
+    """
+    mat = read_gt_mat(path)
+    if mat.joint_names != MAT_JOINT_NAMES:
+        raise ValueError(f"{path}: dataset_joints are {mat.joint_names}, expected MPII's order {MAT_JOINT_NAMES}")
+    return MpiiGroundTruth(joints=mat.joints, missing=mat.missing, headboxes=mat.headboxes)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from pipeline.data.joints import MPII
+from models.joints import MPII
 from pipeline.data.mpii import write_mpii_gt_mat
 
 logger = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ class SampleRecord:
         center: person box centre (x, y) in image pixels.
         scale: person box size (w, h) in units of ``PIXEL_STD`` pixels, padding already applied.
         instance_id: unique within ``source`` (annotation id, detection index, ``"<image>#0"``...).
-        joints: (K, 2) float32 joint positions in 0-based image pixels, or None when unlabelled.
-        visibility: (K,) float32 in {0, 1}, or None when unlabelled.
+        joints: (K, 2) float32 joint positions in 0-based image pixels, or None when unlabeled.
+        visibility: (K,) float32 in {0, 1}, or None when unlabeled.
         rotation: box rotation in degrees (0 for every dataset we read).
         score: person box score (1 for ground-truth boxes, detector score otherwise).
         image_id: dataset image id (COCO), or -1.

@@ -7,18 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.data.coco import load_coco
-from pipeline.data.folders import scan_folder
+from pipeline.data.folders import scan_folder, scan_unlabeled_root
 from pipeline.data.mpii import load_mpii
 from pipeline.data.paths import PathEscapeError, resolve_inside
 from pipeline.data.records import SampleRecord
 
 __all__ = [
     "DEFAULT_ASPECT",
+    "LoadedSource",
     "DEFAULT_SPLIT",
     "PathEscapeError",
     "SourceSpec",
     "load_source",
     "load_source_report",
+    "load_sources",
     "parse_source_spec",
     "resolve_inside",
 ]
@@ -85,3 +87,34 @@ def load_source(
 ) -> list[SampleRecord]:
     """Records of a source (``load_mpii``, ``load_coco`` or ``scan_folder``, by ``spec.kind``)."""
     return load_source_report(spec, input_aspect, detections=detections)[0]
+
+
+@dataclass(frozen=True)
+class LoadedSource:
+    """One source as read: its name (``"mpii/train"``, ``"folder/street"``), records and skipped files."""
+
+    name: str
+    records: list[SampleRecord]
+    skipped: list[tuple[str, str]]
+
+
+def load_sources(
+    specs: Sequence[SourceSpec],
+    input_aspect: float,
+    *,
+    unlabeled_roots: Sequence[str | Path] = (),
+    detections: str | Path | Sequence[dict] | None = None,
+) -> list[LoadedSource]:
+    """Every source of a run, in order: ``specs``, then one folder source per sub-folder of each unlabeled root.
+
+    ``detections`` applies to the COCO specs (the folder sources read their own ``detections.json``).
+    """
+    loaded = []
+    for spec in specs:
+        records, skipped = load_source_report(spec, input_aspect, detections=detections if spec.kind == "coco" else None)
+        name = records[0].source if records else f"{spec.kind}/{spec.split or spec.root.name}"
+        loaded.append(LoadedSource(name, records, skipped))
+    for root in unlabeled_roots:
+        for name, scan in scan_unlabeled_root(root, input_aspect=input_aspect).items():
+            loaded.append(LoadedSource(name, scan.records, scan.failures))
+    return loaded

@@ -17,7 +17,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from pipeline.data.joints import COCO as COCO_JOINTS
+from models.joints import COCO as COCO_JOINTS
 from pipeline.data.records import PIXEL_STD
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.data.joints import MPII
+from models.joints import MPII
 
 HEAD_SIZE_FACTOR = 0.6
 """HRNet's ``SC_BIAS``: head size = 0.6 x head box diagonal."""

@@ -1,44 +1,90 @@
-"""Typed training recipe: frozen dataclasses loaded from YAML, with clear errors on unknown keys and wrong types.
+"""Typed training recipe: frozen pydantic models loaded from YAML, with clear errors on unknown keys and wrong types.
 
 A recipe file mirrors :class:`TrainConfig`: top-level student/teacher fields and run settings, and the nested
 sections ``data``, ``optim``, ``loss`` and ``eval``. ``--set optim.lr=5e-4`` style overrides are applied to the
-parsed mapping before it is typed, so they get the same checks as the file.
+parsed mapping before it is typed, so they get the same checks as the file. Pydantic does the typing; this module
+only turns its ``ValidationError`` into one :class:`ConfigError` whose message names the dotted key.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
-import types
-import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from pipeline.data.sources import SourceSpec
+
+LABELLED_KINDS = ("mpii", "coco")
+"""Source kinds that carry annotations (``pipeline.data.sources.SOURCE_KINDS`` minus ``folder``)."""
 
 
 class ConfigError(ValueError):
     """A recipe that cannot be used; the message names the offending key (dotted path)."""
 
 
-@dataclass(frozen=True)
-class LabelledSource:
-    """One annotated dataset split: ``format`` picks the loader (``pipeline.data.mpii`` / ``pipeline.data.coco``)."""
+def _not_bool(value: Any) -> Any:
+    # Pydantic's lax float takes ``true`` as 1.0 (bool is an int subclass); a recipe that says ``lr: true`` is a
+    # mistake. Lax mode is kept for the rest: ints, and strings such as ``1e-3``, which PyYAML reads as a string.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got bool {value!r}")
+    return value
 
-    format: Literal["mpii", "coco"]
-    root: str
-    split: str
+
+Float = Annotated[float, BeforeValidator(_not_bool)]
 
 
-@dataclass(frozen=True)
-class DataConfig:
+def _labelled_entry(value: Any) -> Any:
+    """Before-validator of one ``data.labelled`` entry: an annotated kind (mpii, coco) and a split.
+
+    ``SourceSpec`` allows ``folder`` and an empty split, both meaningless for a labelled split. A ``SourceSpec``
+    instance is turned back into a mapping so that it is validated like YAML input (a ``str`` root becomes a
+    ``Path``; pydantic passes dataclass instances through unchecked otherwise).
+    """
+    if isinstance(value, SourceSpec):
+        value = dataclasses.asdict(value)
+    if not isinstance(value, Mapping) or not set(value) <= {"kind", "root", "split"}:
+        return value  # pydantic names the wrong type or the unknown key
+    kind = value.get("kind")
+    if kind == "folder":
+        raise ValueError("kind: folder has no annotations; list folders in data.unlabeled")
+    if kind not in LABELLED_KINDS:
+        raise ValueError(f"kind: expected one of {list(LABELLED_KINDS)}, got {kind!r}")
+    if not value.get("split"):
+        raise ValueError("split: required for a labelled source (e.g. train, train2017)")
+    return value
+
+
+LabelledSpec = Annotated[SourceSpec, BeforeValidator(_labelled_entry)]
+
+
+class _Section(BaseModel):
+    # Frozen: a recipe is shared by the loop, the checkpoint and the flow's hash, so it must never change under
+    # them (derive a new one with ``model_copy(update=...)``); unknown keys are typos, not extensions.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Section):
     """What the student trains on.
 
     Attributes:
-        labelled: annotated splits (GT term, and teacher term when a teacher is set).
+        labelled: annotated splits (GT term, and teacher term when a teacher is set); ``kind`` mpii or coco.
         unlabeled: unlabeled sources, each either a teacher-cache source name (``"folder/street"``) or a folder
             path scanned with ``pipeline.data.folders.scan_folder``. They train on the teacher term alone.
         teacher_cache: path of the ``storage.cache.TeacherTargetCache``; None trains without cached targets
@@ -48,56 +94,52 @@ class DataConfig:
         workers: DataLoader worker processes per process.
     """
 
-    labelled: tuple[LabelledSource, ...] = ()
+    labelled: tuple[LabelledSpec, ...] = ()
     unlabeled: tuple[str, ...] = ()
     teacher_cache: str | None = None
-    augment: bool = True
-    batch_size: int = 32
-    workers: int = 4
+    augment: StrictBool = True
+    batch_size: StrictInt = 32
+    workers: StrictInt = 4
 
 
-@dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(_Section):
     """Optimiser and step schedule. Weight decay is decoupled (AdamW) and skips BatchNorm weights and biases."""
 
     optimizer: Literal["adam", "adamw"] = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    epochs: int = 210
-    milestones: tuple[int, ...] = (170, 200)
-    gamma: float = 0.1
+    lr: Float = 1e-3
+    weight_decay: Float = 0.0
+    epochs: StrictInt = 210
+    milestones: tuple[StrictInt, ...] = (170, 200)
+    gamma: Float = 0.1
 
 
-@dataclass(frozen=True)
-class LossConfig:
+class LossConfig(_Section):
     """FPD loss options (see :class:`pipeline.training.loss.FPDLoss`)."""
 
-    alpha: float = 0.5
-    use_ground_truth: bool = True
-    confidence_weighting: bool = False
-    confidence_clip: tuple[float, float] = (0.0, 1.0)
-    min_teacher_confidence: float = 0.0
+    alpha: Float = 0.5
+    use_ground_truth: StrictBool = True
+    confidence_weighting: StrictBool = False
+    confidence_clip: tuple[Float, Float] = (0.0, 1.0)
+    min_teacher_confidence: Float = 0.0
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    """Validation with flip test every ``every`` epochs; ``format: null`` switches it off.
+class EvalConfig(_Section):
+    """Validation with flip test every ``every`` epochs; ``dataset: null`` switches it off.
 
     ``metric`` is the key of the result table that picks the best checkpoint (``Mean`` for PCKh, ``AP`` for COCO).
     """
 
-    format: Literal["mpii", "coco"] | None = None
+    dataset: Literal["mpii", "coco"] | None = None
     root: str | None = None
     split: str = "valid"
-    every: int = 10
-    batch_size: int = 32
-    flip: bool = True
+    every: StrictInt = 10
+    batch_size: StrictInt = 32
+    flip: StrictBool = True
     detections: str | None = None
     metric: str | None = None
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
     """One training run.
 
     Attributes:
@@ -113,26 +155,30 @@ class TrainConfig:
         channels_last: NHWC memory format for the student and its inputs.
         seed: seeds the sampler, the augmentation and the initial weights.
         resume: continue from ``output_dir/checkpoint.pt`` when it exists.
+        progress: a per-step progress bar on rank 0 (off for logs that must stay clean, e.g. tests).
     """
 
     student_preset: str
     student_init: str | None = None
     teacher_preset: str | None = None
     teacher_checkpoint: str | None = None
-    teacher_online: bool = False
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    teacher_online: StrictBool = False
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     output_dir: str = "runs/train"
     device: str = "auto"
     amp: Literal["none", "bf16", "fp16"] = "none"
-    compile: bool = False
-    channels_last: bool = False
-    seed: int = 0
-    resume: bool = False
+    compile: StrictBool = False
+    channels_last: StrictBool = False
+    seed: StrictInt = 0
+    resume: StrictBool = False
+    progress: StrictBool = True
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        """Cross-field checks: each message names the keys to change."""
         if not 0.0 <= self.loss.alpha <= 1.0:
             raise ConfigError(f"loss.alpha: must be in [0, 1], got {self.loss.alpha}")
         has_teacher = self.data.teacher_cache is not None or self.teacher_online
@@ -148,13 +194,14 @@ class TrainConfig:
             raise ConfigError("data: no labelled or unlabeled source to train on")
         if self.optim.epochs < 1 or self.data.batch_size < 1 or self.eval.every < 1:
             raise ConfigError("optim.epochs, data.batch_size and eval.every must be >= 1")
-        if self.eval.format is not None and self.eval.root is None:
-            raise ConfigError("eval.root: required when eval.format is set")
+        if self.eval.dataset is not None and self.eval.root is None:
+            raise ConfigError("eval.root: required when eval.dataset is set")
+        return self
 
     @property
     def best_metric_key(self) -> str:
         """Result-table key that ranks checkpoints: ``eval.metric`` or the dataset's headline number."""
-        return self.eval.metric or ("AP" if self.eval.format == "coco" else "Mean")
+        return self.eval.metric or ("AP" if self.eval.dataset == "coco" else "Mean")
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
@@ -172,7 +219,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """A copy of ``raw`` with each ``dotted.key=value`` set (the value parsed as YAML: numbers, lists, null...)."""
-    result: dict[str, Any] = _deep_copy(raw)
+    result: dict[str, Any] = copy.deepcopy(dict(raw))
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
@@ -188,94 +235,57 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> TrainConfig:
-    """Type a plain mapping (as read from YAML) into a :class:`TrainConfig`."""
-    result = _build(TrainConfig, raw, "")
-    assert isinstance(result, TrainConfig)
-    return result
+    """Type a plain mapping (as read from YAML) into a :class:`TrainConfig`; every problem in one ConfigError."""
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(error) for error in exc.errors())) from None
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
-    """Plain-data form (lists, not tuples) for YAML dumps and checkpoint metadata; round-trips through
-    :func:`config_from_dict`."""
-    return _plain(dataclasses.asdict(config))
+    """Plain-data form (lists and strings, not tuples and paths) for YAML dumps and checkpoint metadata;
+    round-trips through :func:`config_from_dict`."""
+    return config.model_dump(mode="json")
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+# Which class types the mapping at a dotted path (list indices dropped): the keys a typo is matched against.
+_SECTIONS: dict[str, type] = {
+    "": TrainConfig, "data": DataConfig, "optim": OptimConfig, "loss": LossConfig, "eval": EvalConfig,
+    "data.labelled": SourceSpec,
+}
 
 
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
+def _dotted(loc: Sequence[int | str]) -> str:
+    """``("data", "labelled", 0, "kind")`` -> ``data.labelled[0].kind``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where or 'recipe'}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
-            raise ConfigError(f"unknown key {_join(where, str(key))!r}{hint}")
-    kwargs = {key: _coerce(hints[key], value, _join(where, key)) for key, value in raw.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
-        raise ConfigError(f"{where or 'recipe'}: {exc}") from None
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(arg, value, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: no allowed type fits {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
-        # PyYAML reads ``1e-3`` (no dot) as a string, a classic recipe trap: accept any float literal.
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    # bool is an int subclass: ``epochs: true`` must not pass as 1.
-    if hint in (int, str, bool) and type(value) is hint:
-        return value
-    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}")
+def _describe(error: ErrorDetails) -> str:
+    """One pydantic error as ``dotted.key: what is wrong, got TYPE VALUE`` (or ``unknown key ...``)."""
+    loc = error["loc"]
+    where = _dotted(loc) or "recipe"
+    kind = error["type"]
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):  # the latter: an extra key of a dataclass
+        section = _SECTIONS.get(".".join(str(p) for p in loc[:-1] if isinstance(p, str)))
+        known = (list(section.model_fields) if isinstance(section, type) and issubclass(section, BaseModel)
+                 else [f.name for f in dataclasses.fields(section)] if section is not None else [])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})" if known else ""
+        return f"unknown key {where!r}{hint}"
+    if kind in ("missing", "missing_argument"):
+        return f"{where}: required"
+    if kind == "value_error":
+        # Our own message (from a validator or ``SourceSpec``), without pydantic's "Value error, " prefix; the
+        # cross-field checks of TrainConfig (loc ()) already name their keys.
+        message = str(error.get("ctx", {}).get("error", error["msg"]))
+        return message if not loc else f"{where}: {message}"
+    value = error.get("input")
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return f"{where}: {error['msg']}, got {type(value).__name__} {shown}"
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

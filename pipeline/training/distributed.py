@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from torch import distributed as dist
 
+from pipeline.runtime import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -36,16 +38,6 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; a bare ``"cuda"`` picks this process's local GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    return device
 
 
 def init_distributed(device_name: str = "auto") -> DistInfo:

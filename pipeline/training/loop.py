@@ -2,7 +2,8 @@
 
 ``train(config)`` is the plain function behind ``fpd train`` and the Prefect flow; under ``torchrun``
 (``python -m pipeline.training.loop --config FILE``) every process runs it and rank 0 alone writes checkpoints,
-weights and the JSONL log. One optimiser step per batch; the loss is read back to the host once per epoch.
+weights and the JSONL log. One optimiser step per batch; the loss is read back to the host once per epoch (and,
+with a progress bar, once every ``progress_every`` steps for its running loss).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
 
 from pipeline.data.workers import worker_start_method
 from pipeline.flip import final_heatmaps
@@ -66,20 +68,34 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class Precision:
-    """The one AMP path: autocast dtype (None = full precision) and a GradScaler for fp16 on CUDA."""
+    """The one AMP path (as nanoGPT): an autocast dtype (None = full precision) and always a GradScaler.
+
+    The scaler is enabled only for fp16 on CUDA. A disabled one is the identity: ``scale(loss)`` returns the loss,
+    ``step(optimizer)`` calls ``optimizer.step()``, ``update()`` does nothing, so the loop has one backward path.
+    """
 
     dtype: torch.dtype | None
-    scaler: torch.amp.GradScaler | None
+    scaler: torch.amp.GradScaler
 
     @classmethod
     def from_config(cls, amp: str, device: torch.device) -> Precision:
-        if amp == "none":
-            return cls(None, None)
-        if amp == "bf16":
-            return cls(torch.bfloat16, None)
-        if device.type != "cuda":
+        """``amp`` is ``"none"``, ``"bf16"`` (autocast, no scaling needed: bf16 has float32's range) or ``"fp16"``."""
+        if amp == "fp16" and device.type != "cuda":
             raise ConfigError("amp: fp16 needs CUDA (GradScaler); use bf16 or none on CPU")
-        return cls(torch.float16, torch.amp.GradScaler("cuda"))
+        dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        return cls(dtype, torch.amp.GradScaler(device.type, enabled=amp == "fp16"))
+
+
+class _StepBar(tqdm):
+    """A tqdm bar without tqdm's monitor thread.
+
+    tqdm starts that thread in ``__new__`` (even for ``disable=True``). Persistent DataLoader workers are forked at
+    the first batch, i.e. after the bar exists, and forking a multi-threaded process is what
+    ``pipeline.data.workers`` avoids. A subclass attribute, not ``tqdm.monitor_interval = 0``: that would change
+    every other bar of the process.
+    """
+
+    monitor_interval = 0
 
 
 def train_one_epoch(
@@ -93,6 +109,9 @@ def train_one_epoch(
     teacher: nn.Module | None = None,
     use_cached_teacher: bool = True,
     channels_last: bool = False,
+    progress: bool = False,
+    epoch: int = 0,
+    progress_every: int = 20,
 ) -> dict[str, Tensor]:
     """One pass over ``loader``.
 
@@ -106,6 +125,9 @@ def train_one_epoch(
         teacher: a teacher run on each augmented batch (reference ``teacher_online`` mode), or None.
         use_cached_teacher: feed the batch's cached ``teacher`` heatmaps to the loss (False: no teacher term).
         channels_last: NHWC inputs.
+        progress: show a per-step bar (pass True on rank 0 only; other ranks create none).
+        epoch: shown in the bar.
+        progress_every: steps between two refreshes of the bar's running loss (each one reads the device).
 
     Returns:
         ``loss``, ``teacher``, ``ground_truth``: (steps,) tensors on ``device`` (read them once, after the epoch).
@@ -113,7 +135,11 @@ def train_one_epoch(
     model.train()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     totals, teacher_terms, gt_terms = [], [], []
-    for batch in loader:
+    # Only a shown bar is created (rank 0 with progress on): not tqdm(disable=not is_main), which on every rank
+    # would still run tqdm's set-up (see _StepBar) for a bar nobody sees.
+    bar = _StepBar(total=len(loader), desc=f"epoch {epoch}", unit="step", leave=False) if progress else None
+    scaler = precision.scaler
+    for step, batch in enumerate(loader, start=1):
         images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
         target = batch["target"].to(device, non_blocking=True)
         target_weight = batch["target_weight"].to(device, non_blocking=True)
@@ -129,16 +155,19 @@ def train_one_epoch(
             output = model(images)
             terms = criterion(output, teacher_heatmaps, target, target_weight, labelled)
         optimizer.zero_grad(set_to_none=True)
-        if precision.scaler is not None:
-            precision.scaler.scale(terms.total).backward()
-            precision.scaler.step(optimizer)
-            precision.scaler.update()
-        else:
-            terms.total.backward()
-            optimizer.step()
+        scaler.scale(terms.total).backward()
+        scaler.step(optimizer)  # skips the step on inf/NaN gradients when enabled
+        scaler.update()
         totals.append(terms.total.detach())
         teacher_terms.append(terms.teacher)
         gt_terms.append(terms.ground_truth)
+        if bar is not None:
+            bar.update()
+            if step % progress_every == 0 or step == len(loader):
+                # The one device read of the bar, every ``progress_every`` steps: the mean of the last ones.
+                bar.set_postfix(loss=f"{torch.stack(totals[-progress_every:]).mean().item():.5f}")
+    if bar is not None:
+        bar.close()
     empty = torch.zeros(0, device=device)
     return {
         "loss": torch.stack(totals) if totals else empty,
@@ -218,6 +247,7 @@ def train(config: TrainConfig) -> TrainResult:
             steps = train_one_epoch(
                 model, criterion, optimizer, loader, device, precision, teacher=teacher,
                 use_cached_teacher=config.data.teacher_cache is not None, channels_last=config.channels_last,
+                progress=config.progress and info.is_main, epoch=epoch,
             )
             # One host read per epoch: the mean over ranks of every step's loss.
             curves = {name: all_reduce_mean(values).tolist() for name, values in steps.items()}
@@ -226,7 +256,7 @@ def train(config: TrainConfig) -> TrainResult:
 
             epoch_metrics: dict[str, float] = {}
             last_epoch = epoch + 1 == config.optim.epochs
-            if config.eval.format is not None and ((epoch + 1) % config.eval.every == 0 or last_epoch):
+            if config.eval.dataset is not None and ((epoch + 1) % config.eval.every == 0 or last_epoch):
                 if info.is_main:
                     epoch_metrics = evaluate(model_without_ddp, config, preset, device)
                     metrics = epoch_metrics
@@ -254,7 +284,8 @@ def train(config: TrainConfig) -> TrainResult:
                     scaler=precision.scaler, epochs_done=epoch + 1, best_metric=best_metric, best_epoch=best_epoch,
                     config=config_to_dict(config), metrics=epoch_metrics,
                 )
-                logger.info("epoch %d loss %.6f %s", epoch, record["loss"], epoch_metrics or "")
+                logger.info("epoch %d loss %.6f %.1f s %.1f samples/s%s", epoch, record["loss"], seconds,
+                            record["samples_per_s"], f" {epoch_metrics}" if epoch_metrics else "")
             barrier()
 
         weights_path = out / WEIGHTS_NAME
@@ -303,14 +334,15 @@ def _weights_metadata(config: TrainConfig, metrics: dict[str, float]) -> dict[st
 
 
 def _changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two plain recipes (``resume`` and ``optim.epochs`` may change)."""
+    """Dotted keys whose values differ between two plain recipes (``resume``, ``progress`` and ``optim.epochs`` may
+    change)."""
     changed = []
     for key in sorted(set(saved) | set(current)):
         dotted = f"{prefix}{key}"
         a, b = saved.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             changed.extend(_changed_keys(a, b, dotted + "."))
-        elif a != b and dotted not in ("resume", "optim.epochs"):
+        elif a != b and dotted not in ("resume", "progress", "optim.epochs"):
             changed.append(dotted)
     return changed
 

@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from pipeline.data.joints import JointSet, get_joint_set
+from models.joints import JointSet, get_joint_set
 from pipeline.data.records import SampleRecord
+from pipeline.data.sources import SourceSpec, load_source
 from pipeline.training.config import ConfigError, TrainConfig
 from pipeline.training.data import CachedTarget, DistillDataset
 
 if TYPE_CHECKING:
     from models.presets import ModelPreset
-    from storage.cache_dataset import TeacherTargetDataset
+    from storage.cache.dataset import TeacherTargetDataset
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +62,9 @@ class CacheTargets:
 
 def build_records(config: TrainConfig, input_aspect: float, cache: CacheTargets | None) -> list[SampleRecord]:
     """Labelled records of every source, then unlabeled ones (cache source names first, else folder paths)."""
-    from pipeline.data.sources import SourceSpec, load_source
-
     records: list[SampleRecord] = []
-    for source in config.data.labelled:
-        records.extend(load_source(SourceSpec(source.format, Path(source.root), source.split), input_aspect))
+    for spec in config.data.labelled:  # already SourceSpecs (kind mpii or coco), checked by the config
+        records.extend(load_source(spec, input_aspect))
     for entry in config.data.unlabeled:
         cached = cache.records_of_source(entry) if cache is not None else []
         if cached:
@@ -116,12 +115,12 @@ def _open_cache(config: TrainConfig, joint_set: JointSet) -> CacheTargets:
 def evaluate(model: nn.Module, config: TrainConfig, preset: ModelPreset, device: torch.device) -> dict[str, float]:
     """Validation table of ``model`` (flip test per ``config.eval``): PCKh for MPII, COCO keypoint AP for COCO.
 
-    ``pipeline.evaluate`` runs the model in eval mode and restores its train mode afterwards.
+    ``pipeline.evaluation`` runs the model in eval mode and restores its train mode afterwards.
     """
-    from pipeline import evaluate as evaluation
+    from pipeline import evaluation
 
     ev = config.eval
-    if ev.format == "mpii":
+    if ev.dataset == "mpii":
         result = evaluation.evaluate_mpii(model, preset, ev.root, split=ev.split, batch_size=ev.batch_size,
                                           device=device, flip=ev.flip, num_workers=config.data.workers)
     else:

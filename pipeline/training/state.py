@@ -61,7 +61,7 @@ def save_training_state(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler | None,
+    scaler: torch.amp.GradScaler,
     epochs_done: int,
     best_metric: float | None,
     best_epoch: int | None,
@@ -73,7 +73,7 @@ def save_training_state(
     Args:
         path: destination file.
         model: the student without its DDP / compile wrapper.
-        optimizer, scheduler, scaler: their ``state_dict`` is saved (scaler may be None).
+        optimizer, scheduler, scaler: their ``state_dict`` is saved (a disabled scaler's is ``{}``).
         epochs_done: number of finished epochs (the resumed run starts at this epoch index).
         best_metric, best_epoch: best validation result so far (None before the first validation).
         config: the recipe as plain data (``config_to_dict``).
@@ -85,7 +85,7 @@ def save_training_state(
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
+        "scaler": scaler.state_dict(),
         "epoch": epochs_done,
         "best_metric": best_metric,
         "best_epoch": best_epoch,
@@ -103,15 +103,20 @@ def load_training_state(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler | None,
+    scaler: torch.amp.GradScaler,
     map_location: torch.device | str = "cpu",
 ) -> TrainingState:
-    """Load a checkpoint written by :func:`save_training_state` into the given objects and restore the RNGs."""
+    """Load a checkpoint written by :func:`save_training_state` into the given objects and restore the RNGs.
+
+    The scaler state is loaded only when both sides have one: a checkpoint from a run without fp16 holds ``{}``
+    (older ones None), which an enabled scaler refuses, so it then starts from its initial scale; a disabled
+    scaler ignores any state.
+    """
     payload = torch.load(path, map_location=map_location, weights_only=True)
     model.load_state_dict(payload["model"], strict=True)
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
-    if scaler is not None and payload["scaler"] is not None:
+    if payload["scaler"] and scaler.is_enabled():
         scaler.load_state_dict(payload["scaler"])
     restore_rng_state(payload["rng"])
     return TrainingState(start_epoch=int(payload["epoch"]), best_metric=payload["best_metric"],

@@ -56,7 +56,7 @@ def test_real_ground_truth_follows_hrnet_rules(real_data: Path) -> None:
     assert all(r.path.is_file() for r in records)
 
 
-def test_real_detections_become_unlabelled_records(real_data: Path) -> None:
+def test_real_detections_become_unlabeled_records(real_data: Path) -> None:
     dets = json.loads((real_data / "coco" / DETECTIONS).read_text())
     records = _load_real(real_data, detections=real_data / "coco" / DETECTIONS)
     assert len(records) == 118 and not any(r.labelled for r in records)

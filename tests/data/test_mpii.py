@@ -59,7 +59,7 @@ def test_missing_joints_marked_by_value_or_flag(tmp_path: Path) -> None:
     assert record.visibility[2] == 0 and record.visibility[7] == 0 and record.visibility.sum() == 14
 
 
-def test_test_split_without_joints_is_unlabelled_and_aspect_widens_box(tmp_path: Path) -> None:
+def test_test_split_without_joints_is_unlabeled_and_aspect_widens_box(tmp_path: Path) -> None:
     entries = [_entry(), _entry()]
     for e in entries:
         del e["joints"], e["joints_vis"]

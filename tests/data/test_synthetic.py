@@ -12,7 +12,7 @@ from pycocotools.cocoeval import COCOeval
 
 from pipeline.data.coco import load_coco
 from pipeline.data.figures import BODY_POINTS, render_scene
-from pipeline.data.joints import MPII
+from models.joints import MPII
 from pipeline.data.mpii import load_mpii
 from pipeline.data.synthetic import SyntheticConfig, generate_all, generate_dataset, generate_unlabeled_folder
 

@@ -9,7 +9,8 @@ import pytest
 import scipy.io
 
 from pipeline.metrics.pckh import TABLE_KEYS, MpiiGroundTruth, pckh, pckh_table
-from storage.annotations import load_mpii_gt, load_mpii_predictions
+from pipeline.data.mpii import load_mpii_gt
+from storage.annotations import load_mpii_predictions
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
 FULL_MAT = REAL / "mpii" / "annot" / "detections_our_format.mat"
@@ -58,7 +59,7 @@ def hrnet_mpii_evaluate(preds_0based: np.ndarray, mat: dict) -> dict[str, float]
 @pytest.fixture(scope="module")
 def full():
     gt = load_mpii_gt(FULL_MAT)
-    preds = load_mpii_predictions(FULL_MAT, num_persons=len(gt))
+    preds = load_mpii_predictions(FULL_MAT, num_persons=len(gt), num_joints=16)
     return gt, preds, scipy.io.loadmat(FULL_MAT)
 
 

@@ -9,7 +9,7 @@ import torch
 
 import models
 from models.complexity import trace_macs
-from pipeline.data.joints import get_joint_set
+from models.joints import get_joint_set
 
 EXPECTED_NAMES = [
     "hg8_256", "hg4_128", "hrnet_w32_256x192", "hrnet_w48_256x192", "resnet50_256x192", "hrnet_w32_256x256",

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline import geometry
 from pipeline.augment import AugmentConfig, CropParams, crop_params_matrix, sample_crop, transform_joints
-from pipeline.data.joints import COCO, MPII
+from models.joints import COCO, MPII
 from pipeline.data.records import SampleRecord
 
 WIDTH = 80

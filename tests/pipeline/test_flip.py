@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.data.joints import COCO, MPII
+from models.joints import COCO, MPII
 from pipeline.flip import final_heatmaps, flip_heatmaps, flip_test
 
 

@@ -20,9 +20,9 @@ from models.presets import create_from_preset, get_preset
 from pipeline.codec import HeatmapCodec
 from pipeline.data.crops import CropDataset
 from pipeline.data.folders import scan_folder
-from pipeline.data.joints import MPII
+from models.joints import MPII
 from pipeline.inference import run_teacher_inference, teacher_provenance
-from storage import CacheMismatchError, TeacherTargetCache
+from storage.cache import CacheMismatchError, TeacherTargetCache
 
 PRESET = get_preset("tiny_teacher_mpii")
 REPO = Path(__file__).resolve().parents[2]
@@ -124,7 +124,7 @@ KILLABLE = textwrap.dedent(
     from models.presets import create_from_preset, get_preset
     from pipeline.data.folders import scan_folder
     from pipeline.inference import run_teacher_inference, teacher_provenance
-    from storage import TeacherTargetCache
+    from storage.cache import TeacherTargetCache
 
     preset = get_preset("tiny_teacher_mpii")
     torch.manual_seed(0)

@@ -12,10 +12,10 @@ from PIL import Image
 
 from models.presets import create_from_preset, get_preset
 from pipeline.cli import main
-from pipeline.data.joints import MPII
+from models.joints import MPII
 from pipeline.data.records import SampleRecord
 from pipeline.render import heat_colours, render_sample
-from storage import CacheProvenance, TeacherTargetCache
+from storage.cache import CacheProvenance, TeacherTargetCache
 from storage.checkpoints import save_weights
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
@@ -59,7 +59,7 @@ def test_inspect_json(real_cache: Path, capsys: pytest.CaptureFixture[str]) -> N
     summary = json.loads(capsys.readouterr().out)
     assert summary["num_samples"] == 9
     assert summary["per_source"] == {"folder/val2017": 4, "mpii/valid_first5": 5}
-    assert (summary["labelled"], summary["unlabelled"]) == (5, 4)
+    assert (summary["labelled"], summary["unlabeled"]) == (5, 4)
     assert summary["provenance"]["teacher_preset"] == "tiny_teacher_mpii"
     assert summary["provenance.input_size"] == [128, 128] and summary["provenance"]["flip_test"] is True
     assert len(summary["joint_confidence"]) == 16 and summary["bytes_per_sample"] > 0

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import scipy.io
 
-from pipeline.data.mpii import load_mpii
+from pipeline.data.mpii import load_mpii, load_mpii_gt
 from storage.annotations import (
     load_coco_results,
-    load_mpii_gt,
+    read_gt_mat,
     load_mpii_predictions,
     save_coco_results,
     save_mpii_predictions,
@@ -34,17 +34,17 @@ def test_first5_ground_truth_agrees_with_the_json(real_data):
 def test_mpii_predictions_round_trip(tmp_path, suffix):
     preds = np.random.default_rng(0).uniform(0, 1000, (7, 16, 2))
     path = save_mpii_predictions(tmp_path / f"pred{suffix}", preds)
-    np.testing.assert_allclose(load_mpii_predictions(path, num_persons=7), preds, atol=1e-9)
+    np.testing.assert_allclose(load_mpii_predictions(path, num_persons=7, num_joints=16), preds, atol=1e-9)
 
 
 def test_mat_predictions_are_one_based(tmp_path, real_data):
     full = real_data / "mpii" / "annot" / "detections_our_format.mat"
-    preds = load_mpii_predictions(full)
+    preds = load_mpii_predictions(full, num_joints=16)
     raw = scipy.io.loadmat(full)["pos_pred_src"]
     np.testing.assert_array_equal(preds[10], raw[:, :, 10] - 1)
     # HRNet's pred.mat layout: key 'preds', (N, 16, 2), 1-based.
     scipy.io.savemat(tmp_path / "pred.mat", {"preds": preds[:3] + 1})
-    np.testing.assert_allclose(load_mpii_predictions(tmp_path / "pred.mat"), preds[:3])
+    np.testing.assert_allclose(load_mpii_predictions(tmp_path / "pred.mat", num_joints=16), preds[:3])
     assert scipy.io.loadmat(save_mpii_predictions(tmp_path / "ours.mat", preds[:3]))["preds"][0, 0, 0] == raw[0, 0, 0]
 
 
@@ -74,13 +74,13 @@ def write(path: Path, content) -> Path:
 def test_bad_mpii_predictions_name_file_and_problem(tmp_path, name, content, message):
     path = write(tmp_path / name, content)
     with pytest.raises(ValueError, match=message) as info:
-        load_mpii_predictions(path, num_persons=5)
+        load_mpii_predictions(path, num_persons=5, num_joints=16)
     assert str(path) in str(info.value)
 
 
 def test_missing_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"MPII predictions file not found: .*nope\.npy"):
-        load_mpii_predictions(tmp_path / "nope.npy")
+        load_mpii_predictions(tmp_path / "nope.npy", num_joints=16)
     with pytest.raises(FileNotFoundError, match="ground-truth"):
         load_mpii_gt(tmp_path / "gt.mat")
 
@@ -98,11 +98,25 @@ def test_bad_ground_truth_mat(tmp_path, real_data):
         load_mpii_gt(tmp_path / "c.mat")
 
 
+def test_gt_mat_arrays_and_the_mpii_joint_order_check(tmp_path, real_data):
+    path = real_data / "mpii" / "annot" / "gt_valid_first5.mat"
+    mat = read_gt_mat(path)
+    assert len(mat.joint_names) == 16 and mat.joint_names[0] == "rank" and mat.joints.shape == (5, 16, 2)
+    np.testing.assert_array_equal(mat.joints, load_mpii_gt(path).joints)
+    raw = {k: v for k, v in scipy.io.loadmat(path).items() if not k.startswith("__")}
+    names = raw["dataset_joints"].copy()
+    names[0, 0], names[0, 1] = names[0, 1].copy(), names[0, 0].copy()  # swap rank and rkne
+    swapped = write(tmp_path / "swapped.mat", dict(raw, dataset_joints=names))
+    assert read_gt_mat(swapped).joint_names[:2] == ("rkne", "rank")  # storage reads any order
+    with pytest.raises(ValueError, match="expected MPII's order"):
+        load_mpii_gt(swapped)
+
+
 def test_coco_results_round_trip_and_checks(tmp_path, real_data):
-    shipped = load_coco_results(real_data / "coco" / "keypoint_results" / "keypoints_val2017_results_subset4.json")
+    shipped = load_coco_results(real_data / "coco" / "keypoint_results" / "keypoints_val2017_results_subset4.json", num_joints=17)
     assert len(shipped) == 73
     path = save_coco_results(tmp_path / "out" / "results.json", shipped[:2])
-    assert load_coco_results(path) == shipped[:2]
+    assert load_coco_results(path, num_joints=17) == shipped[:2]
     entry = {"image_id": 1, "category_id": 1, "keypoints": [0.0] * 51, "score": 0.5}
     bad = [
         ({"a": 1}, "expected a json list"),
@@ -113,4 +127,4 @@ def test_coco_results_round_trip_and_checks(tmp_path, real_data):
     ]
     for content, message in bad:
         with pytest.raises(ValueError, match=message):
-            load_coco_results(write(tmp_path / "bad.json", content))
+            load_coco_results(write(tmp_path / "bad.json", content), num_joints=17)

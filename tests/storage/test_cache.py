@@ -16,12 +16,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from pipeline.data.joints import MPII
+from models.joints import MPII
 from pipeline.data.records import SampleRecord
 from pipeline.data.workers import worker_start_method
-from storage import CacheLockedError, CacheMismatchError, CacheProvenance, TeacherTargetCache
-from storage.cache_index import DamagedShardWarning
-from storage.cache_shards import COMPRESSIONS
+from storage.cache import CacheLockedError, CacheMismatchError, CacheProvenance, TeacherTargetCache
+from storage.cache.index import DamagedShardWarning
+from storage.cache.shards import COMPRESSIONS
 
 K, HM_W, HM_H = 16, 8, 8
 
@@ -226,7 +226,7 @@ def test_writer_rejects_wrong_shapes_and_reports_background_failures(
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("storage.cache_writer.write_shard", disk_full)
+    monkeypatch.setattr("storage.cache.writer.write_shard", disk_full)
     writer = cache.writer(shard_size=1)
     writer.add(records[:1], heatmaps[:1], joints[:1], joints_image[:1], maxvals[:1])
     with pytest.raises(OSError, match="No space"):
@@ -276,7 +276,7 @@ def test_inspect_counts_and_empty_cache(tmp_path: Path, cache: TeacherTargetCach
     assert empty.num_samples == 0 and empty.per_source == {} and np.isnan(empty.joint_confidence[0].mean)
     fill(cache, make_folder(tmp_path, "a", 5))
     summary = cache.inspect(lowest=2)
-    assert summary.per_source == {"folder/a": 5} and (summary.labelled, summary.unlabelled) == (2, 3)
+    assert summary.per_source == {"folder/a": 5} and (summary.labelled, summary.unlabeled) == (2, 3)
     maxvals = cache.dataset().index.numeric["maxvals"]
     assert summary.joint_confidence[0].mean == pytest.approx(float(maxvals[:, 0].mean()))
     assert [low["mean_maxval"] for low in summary.lowest_confidence] == pytest.approx(

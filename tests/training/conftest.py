@@ -21,13 +21,14 @@ def tiny_recipe(root: Path, output_dir: Path, **overrides: object) -> TrainConfi
     """A CPU recipe for ``tiny_student_mpii`` on ground truth alone; ``overrides`` replace top-level sections."""
     raw: dict = {
         "student_preset": "tiny_student_mpii",
-        "data": {"labelled": [{"format": "mpii", "root": str(root), "split": "train"}], "batch_size": 4,
+        "data": {"labelled": [{"kind": "mpii", "root": str(root), "split": "train"}], "batch_size": 4,
                  "workers": 0},
         "optim": {"lr": 1e-3, "epochs": 3, "milestones": [2]},
         "loss": {"alpha": 0.0},
         "output_dir": str(output_dir),
         "device": "cpu",
         "seed": 5,
+        "progress": False,  # no bar in the test output
     }
     for key, value in overrides.items():
         raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value

@@ -1,4 +1,4 @@
-"""Recipe loading: typed sections, overrides, and clear errors on unknown keys and wrong types."""
+"""Recipe loading: typed sections, overrides, and clear errors (dotted keys) on unknown keys and wrong types."""
 
 from __future__ import annotations
 
@@ -6,14 +6,23 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from pipeline.training.config import ConfigError, TrainConfig, config_from_dict, config_to_dict, load_config
+from pipeline.data.sources import SourceSpec
+from pipeline.training.config import (
+    ConfigError,
+    DataConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 MINIMAL = {
     "student_preset": "tiny_student_mpii",
-    "data": {"labelled": [{"format": "mpii", "root": "data/mpii", "split": "train"}], "teacher_cache": "cache"},
+    "data": {"labelled": [{"kind": "mpii", "root": "data/mpii", "split": "train"}], "teacher_cache": "cache"},
 }
 
 
@@ -26,16 +35,24 @@ def _write(tmp_path: Path, raw: dict) -> Path:
 def test_typed_sections_and_defaults(tmp_path: Path) -> None:
     config = load_config(_write(tmp_path, MINIMAL))
     assert isinstance(config, TrainConfig)
-    assert config.data.labelled[0].format == "mpii" and config.data.labelled[0].split == "train"
-    assert config.loss.alpha == 0.5 and config.optim.milestones == (170, 200)
-    assert config_from_dict(config_to_dict(config)) == config  # plain-data round trip
+    assert config.data.labelled == (SourceSpec("mpii", Path("data/mpii"), "train"),)  # the data layer's own type
+    assert config.loss.alpha == 0.5 and config.optim.milestones == (170, 200) and config.progress
+    plain = config_to_dict(config)
+    assert plain["data"]["labelled"] == [{"kind": "mpii", "root": "data/mpii", "split": "train"}]
+    assert plain["optim"]["milestones"] == [170, 200]  # lists and strings: YAML- and JSON-safe
+    assert config_from_dict(plain) == config  # plain-data round trip
+    assert hash(config) == hash(config_from_dict(plain))  # frozen all the way down, hence hashable
+    with pytest.raises(ValidationError, match="frozen"):
+        config.optim.lr = 1.0  # type: ignore[misc]
+    assert config.model_copy(update={"output_dir": "elsewhere"}).output_dir == "elsewhere"
 
 
 def test_overrides_are_typed_like_the_file(tmp_path: Path) -> None:
     path = _write(tmp_path, MINIMAL)
-    config = load_config(path, ["optim.lr=5e-4", "optim.milestones=[3, 4]", "loss.alpha=1", "eval.format=null"])
+    config = load_config(path, ["optim.lr=5e-4", "optim.milestones=[3, 4]", "loss.alpha=1", "eval.dataset=null"])
     assert config.optim.lr == 5e-4 and config.optim.milestones == (3, 4) and config.loss.alpha == 1.0
-    with pytest.raises(ConfigError, match=r"optim\.epochs: expected int, got str"):
+    assert isinstance(config.loss.alpha, float)  # an int is accepted for a float, and stored as one
+    with pytest.raises(ConfigError, match=r"recipe\.yaml: optim\.epochs: .*valid integer, got str 'ten'"):
         load_config(path, ["optim.epochs=ten"])
     with pytest.raises(ConfigError, match="expected key=value"):
         load_config(path, ["optim.lr"])
@@ -50,14 +67,26 @@ def test_yaml_float_without_a_dot_is_accepted(tmp_path: Path) -> None:
     "change,message",
     [
         ({"optim": {"lrr": 1.0}}, r"unknown key 'optim\.lrr' \(did you mean 'lr'\?\)"),
-        ({"colour": 1}, r"unknown key 'colour'"),
-        ({"optim": {"epochs": True}}, r"optim\.epochs: expected int, got bool"),
-        ({"optim": {"milestones": 5}}, r"optim\.milestones: expected a list"),
-        ({"amp": "fp8"}, r"amp: expected one of \['none', 'bf16', 'fp16'\]"),
-        ({"loss": {"confidence_clip": [0.1]}}, r"loss\.confidence_clip: expected 2 values"),
-        ({"data": {"labelled": [{"format": "lsp", "root": "r", "split": "s"}]}}, r"data\.labelled\[0\]\.format"),
+        ({"colour": 1}, r"unknown key 'colour' \(known: student_preset, "),
+        ({"optim": {"epochs": True}}, r"optim\.epochs: .*valid integer, got bool True"),
+        ({"optim": {"epochs": 3.0}}, r"optim\.epochs: .*valid integer, got float"),
+        ({"optim": {"lr": True}}, r"optim\.lr: expected a number, got bool True"),
+        ({"optim": {"lr": "fast"}}, r"optim\.lr: .*valid number"),
+        ({"loss": {"use_ground_truth": "yes"}}, r"loss\.use_ground_truth: .*valid boolean, got str"),
+        ({"optim": {"milestones": 5}}, r"optim\.milestones: .*valid tuple, got int 5"),
+        ({"optim": {"milestones": [3, True]}}, r"optim\.milestones\[1\]: .*valid integer"),
+        ({"amp": "fp8"}, r"amp: Input should be 'none', 'bf16' or 'fp16', got str 'fp8'"),
+        ({"loss": {"confidence_clip": [0.1]}}, r"loss\.confidence_clip\[1\]: required"),
+        ({"data": {"labelled": [{"kind": "lsp", "root": "r", "split": "s"}]}},
+         r"data\.labelled\[0\]: kind: expected one of \['mpii', 'coco'\], got 'lsp'"),
+        ({"data": {"labelled": [{"format": "mpii", "root": "r", "split": "s"}], "teacher_cache": "c"}},
+         r"unknown key 'data\.labelled\[0\]\.format' \(known: kind, root, split\)"),
+        ({"data": {"labelled": [{"kind": "mpii", "root": "r"}], "teacher_cache": "c"}},
+         r"data\.labelled\[0\]: split: required"),
+        ({"data": 5}, r"data: .*valid dictionary"),
+        ({"eval": {"dataset": "mpii"}}, r"eval\.root: required when eval\.dataset is set"),
         ({"loss": {"alpha": 1.5}}, r"alpha: must be in \[0, 1\]"),
-        ({"data": {"labelled": [{"format": "mpii", "root": "r", "split": "s"}]}}, r"needs a teacher"),
+        ({"data": {"labelled": [{"kind": "mpii", "root": "r", "split": "s"}]}}, r"needs a teacher"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, change: dict, message: str) -> None:
@@ -67,13 +96,41 @@ def test_errors_name_the_key(tmp_path: Path, change: dict, message: str) -> None
 
 
 def test_missing_required_field(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="student_preset"):
+    with pytest.raises(ConfigError, match="student_preset: required"):
         load_config(_write(tmp_path, {"data": MINIMAL["data"]}))
+
+
+def test_validation_error_becomes_one_config_error_naming_the_dotted_keys() -> None:
+    raw = {**MINIMAL, "optim": {"lr": "fast", "epochs": True}, "eval": {"flipp": False}}
+    with pytest.raises(ValidationError) as direct:  # what pydantic itself raises
+        TrainConfig.model_validate(raw)
+    assert direct.value.error_count() == 3
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(raw)
+    assert not isinstance(caught.value, ValidationError) and isinstance(caught.value, ValueError)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # no pydantic traceback below it
+    message = str(caught.value)
+    for part in ("optim.lr: ", "optim.epochs: ", "unknown key 'eval.flipp' (did you mean 'flip'?)"):
+        assert part in message, message
+    assert "Value error," not in message
+
+
+def test_a_folder_is_not_a_labelled_source() -> None:
+    raw = {**MINIMAL, "data": {**MINIMAL["data"], "labelled": [{"kind": "folder", "root": "images"}]}}
+    with pytest.raises(ConfigError, match=r"data\.labelled\[0\]: kind: folder has no annotations; .*data\.unlabeled"):
+        config_from_dict(raw)
+    with pytest.raises(ValidationError, match="folder has no annotations"):  # built in Python, too
+        DataConfig(labelled=(SourceSpec("folder", Path("images")),))
+
+
+def test_source_spec_instances_are_validated_like_yaml() -> None:
+    data = DataConfig(labelled=(SourceSpec("coco", "data/coco", "train2017"),))  # type: ignore[arg-type]
+    assert data.labelled[0].root == Path("data/coco")  # the str root became a Path, as from YAML
 
 
 def test_ground_truth_only_recipe_needs_no_teacher(tmp_path: Path) -> None:
     raw = {"student_preset": "tiny_teacher_mpii", "loss": {"alpha": 0.0},
-           "data": {"labelled": [{"format": "mpii", "root": "r", "split": "train"}]}}
+           "data": {"labelled": [{"kind": "mpii", "root": "r", "split": "train"}]}}
     assert load_config(_write(tmp_path, raw)).data.teacher_cache is None
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from models.joints import MPII
 from pipeline.augment import AugmentConfig, CropParams, sample_crop, transform_joints
 from pipeline.codec import HeatmapCodec
-from pipeline.data.joints import MPII
 from pipeline.data.records import SampleRecord
 from pipeline.geometry import apply_affine, crop_matrix
 from pipeline.training.data import CachedTarget, DistillDataset, warp_heatmaps

@@ -59,7 +59,8 @@ def _worker(rank: int, port: int, out: str) -> None:
     curve = []
     for epoch in range(EPOCHS):
         sampler.set_epoch(epoch)
-        steps = train_one_epoch(model, FPDLoss(), optimizer, loader, torch.device("cpu"), Precision(None, None))
+        precision = Precision.from_config("none", torch.device("cpu"))  # the loop's one path, scaler disabled
+        steps = train_one_epoch(model, FPDLoss(), optimizer, loader, torch.device("cpu"), precision)
         curve.append(all_reduce_mean(steps["loss"]))  # the loop logs the mean over ranks
     if info.is_main:
         torch.save({"state": model.module.state_dict(), "curve": torch.cat(curve)}, Path(out) / f"rank{rank}.pt")

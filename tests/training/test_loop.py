@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import logging
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,8 +29,8 @@ def test_stop_after_epoch_one_then_resume_continues_the_same_curve(synthetic_mpi
     straight = train(tiny_recipe(synthetic_mpii, tmp_path / "straight"))
 
     interrupted = tiny_recipe(synthetic_mpii, tmp_path / "resumed")
-    train(dataclasses.replace(interrupted, optim=dataclasses.replace(interrupted.optim, epochs=1)))
-    resumed = train(dataclasses.replace(interrupted, resume=True))
+    train(interrupted.model_copy(update={"optim": interrupted.optim.model_copy(update={"epochs": 1})}))
+    resumed = train(interrupted.model_copy(update={"resume": True}))
 
     a, b = read_log(straight.log), read_log(resumed.log)
     assert [r["epoch"] for r in b] == [0, 1, 2]
@@ -37,16 +38,22 @@ def test_stop_after_epoch_one_then_resume_continues_the_same_curve(synthetic_mpi
     for ra, rb in zip(a, b, strict=True):
         assert len(ra["step_losses"]) >= 2
         assert ra["step_losses"] == rb["step_losses"]  # bit-identical: same crops, order, weights and moments
+    assert torch.load(resumed.checkpoint, weights_only=True)["scaler"] == {}  # a disabled scaler, saved and loaded
     state_a = torch.load(straight.weights, weights_only=True)
     state_b = torch.load(resumed.weights, weights_only=True)
     for name, tensor in state_a.items():
         assert torch.equal(tensor, state_b[name]), name
 
 
-def test_exported_weights_load_strictly_and_loss_goes_down(synthetic_mpii: Path, tmp_path: Path) -> None:
+def test_exported_weights_load_strictly_and_loss_goes_down(
+    synthetic_mpii: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = tiny_recipe(synthetic_mpii, tmp_path / "run", optim={"epochs": 4, "lr": 2e-3, "milestones": [10]},
-                         eval={"format": "mpii", "root": str(synthetic_mpii), "split": "valid", "every": 2})
-    result = train(config)
+                         eval={"dataset": "mpii", "root": str(synthetic_mpii), "split": "valid", "every": 2})
+    with caplog.at_level(logging.INFO, logger="pipeline.training.loop"):
+        result = train(config)
+    epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(epoch_lines) == 4 and all(" s " in line and "samples/s" in line for line in epoch_lines)
     model = create_from_preset("tiny_student_mpii")
     report = load_checkpoint(model, result.weights, strict=True)
     assert report is not None
@@ -75,24 +82,70 @@ def test_online_teacher_mode_distils_from_the_teacher(synthetic_mpii: Path, tmp_
 
 
 def test_one_amp_path() -> None:
-    assert Precision.from_config("none", torch.device("cpu")) == Precision(None, None)
-    assert Precision.from_config("bf16", torch.device("cpu")).dtype is torch.bfloat16
+    cpu = torch.device("cpu")
+    none, bf16 = Precision.from_config("none", cpu), Precision.from_config("bf16", cpu)
+    assert none.dtype is None and bf16.dtype is torch.bfloat16
+    assert not none.scaler.is_enabled() and not bf16.scaler.is_enabled()  # a scaler always, enabled for fp16 only
+    assert none.scaler.state_dict() == {}
     with pytest.raises(ConfigError, match="fp16 needs CUDA"):
-        Precision.from_config("fp16", torch.device("cpu"))
+        Precision.from_config("fp16", cpu)
     # a bf16 autocast epoch on CPU: the loss is computed in float32 and the weights stay float32
     dataset = RandomPoses()
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, 4, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     loader = torch.utils.data.DataLoader(dataset, batch_size=4)
-    steps = train_one_epoch(model, FPDLoss(), optimizer, loader, torch.device("cpu"),
-                            Precision(torch.bfloat16, None))
+    steps = train_one_epoch(model, FPDLoss(), optimizer, loader, cpu, bf16)
     assert steps["loss"].dtype == torch.float32 and torch.isfinite(steps["loss"]).all()
     assert model[0].weight.dtype == torch.float32
 
 
+def test_disabled_scaler_step_is_bit_identical_to_a_plain_step() -> None:
+    """``scale(loss).backward(); step(opt); update()`` with a disabled scaler == ``loss.backward(); opt.step()``."""
+    loader = torch.utils.data.DataLoader(RandomPoses(), batch_size=4)
+
+    def fresh() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(3)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3, 2, 1))
+        return model, torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    model, optimizer = fresh()
+    steps = train_one_epoch(model, FPDLoss(), optimizer, loader, torch.device("cpu"),
+                            Precision.from_config("none", torch.device("cpu")))
+    reference, ref_optimizer = fresh()
+    reference.train()
+    losses = []
+    for batch in loader:
+        terms = FPDLoss()(reference(batch["image"]), batch["teacher"], batch["target"], batch["target_weight"],
+                          batch["labelled"])
+        ref_optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        ref_optimizer.step()
+        losses.append(terms.total.detach())
+    assert torch.equal(steps["loss"], torch.stack(losses))
+    for (name, param), ref in zip(model.named_parameters(), reference.parameters(), strict=True):
+        assert torch.equal(param, ref), name
+    assert not torch.equal(reference[0].weight, fresh()[0][0].weight)  # the steps did move the weights
+
+
+def test_progress_bar_on_rank_zero_only(capsys: pytest.CaptureFixture[str]) -> None:
+    """The bar shows the epoch and the running loss; without ``progress`` no bar (nor tqdm thread) is created."""
+    loader = torch.utils.data.DataLoader(RandomPoses(), batch_size=2)  # 6 steps
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, 4, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    precision = Precision.from_config("none", torch.device("cpu"))
+    before = threading.active_count()
+    train_one_epoch(model, FPDLoss(), optimizer, loader, torch.device("cpu"), precision, progress=False)
+    assert capsys.readouterr().err == ""
+    train_one_epoch(model, FPDLoss(), optimizer, loader, torch.device("cpu"), precision, progress=True, epoch=7,
+                    progress_every=3)
+    err = capsys.readouterr().err
+    assert "epoch 7" in err and "6/6" in err and "loss=" in err
+    assert threading.active_count() == before  # no tqdm monitor thread (DataLoader workers fork after the bar)
+
+
 def _build_cache(teacher_path: Path, records: list, cache_dir: Path) -> None:
     from models import get_preset
-    from pipeline.inference import run_teacher_inference, teacher_provenance
+    from pipeline.teacher.inference import run_teacher_inference, teacher_provenance
     from storage.cache import TeacherTargetCache
     from storage.checkpoints import sha256_file
 

@@ -8,8 +8,8 @@ Layout of a shard (N samples, K joints, heatmaps H x W):
 * ``heatmaps`` (N, K, H, W) float16, one chunk per sample, compressed;
 * per sample: ``source``, ``root``, ``image``, ``instance_id``, ``fingerprint`` (UTF-8 strings), ``center``,
   ``scale`` (N, 2) float64, ``rotation`` (N,) float64, ``score`` (N,) float32, ``image_id`` (N,) int64,
-  ``labelled`` (N,) bool, ``joints`` (N, K, 2) float32 (NaN when unlabelled), ``visibility`` (N, K) float32
-  (0 when unlabelled), ``teacher_joints`` (N, K, 2) float32 heatmap px, ``teacher_joints_image`` (N, K, 2)
+  ``labelled`` (N,) bool, ``joints`` (N, K, 2) float32 (NaN when unlabeled), ``visibility`` (N, K) float32
+  (0 when unlabeled), ``teacher_joints`` (N, K, 2) float32 heatmap px, ``teacher_joints_image`` (N, K, 2)
   float32 image px, ``maxvals`` (N, K) float32, ``file_size`` / ``file_mtime_ns`` (N,) int64 (the image's
   stat when it was fingerprinted, so that planning a later run hashes only files whose stat changed).
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from storage.cache_provenance import CacheProvenance
+from storage.cache.provenance import CacheProvenance
 
 SHARD_FORMAT = "fpd-teacher-shard-1"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.cache_manifest import Manifest
-from storage.cache_shards import NUMERIC_COLUMNS, STRING_COLUMNS, read_columns
+from storage.cache.manifest import Manifest
+from storage.cache.shards import NUMERIC_COLUMNS, STRING_COLUMNS, read_columns
 from storage.checkpoints import sha256_file
 
 Columns = tuple[dict[str, list[str]], dict[str, np.ndarray]]
@@ -47,7 +47,7 @@ class CacheIndex:
         shard_of: (N,) int index into ``shard_names`` of each live sample.
         row: (N,) int row of each live sample inside its shard.
         strings: column name -> (N,) object array (source, root, image, instance_id, fingerprint).
-        numeric: column name -> (N, ...) array (see ``storage.cache_shards``).
+        numeric: column name -> (N, ...) array (see ``storage.cache.shards``).
         damaged: (shard name, reason) of every shard left out.
         num_superseded: records hidden because a newer record of the same key exists.
     """

@@ -4,32 +4,31 @@ Worker processes decode and crop images (``CropDataset``) while the model runs; 
 batch per step (image + mirror, ``pipeline.flip.flip_test``) in ``torch.inference_mode``, channels-last, under
 bf16 autocast on CUDA. Records are split between ``num_shards`` processes by a stable hash of their key, so
 several processes (or machines sharing a folder) can fill one cache side by side, each in its own lock slot.
-Re-running skips what the cache already holds (``TeacherTargetCache.missing``).
+What to infer comes from a plan (``pipeline.teacher.plan``): re-running skips what the cache already holds.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from models.joints import get_joint_set
 from models.presets import ModelPreset
 from pipeline.codec import HeatmapCodec
 from pipeline.data.crops import CropDataset
-from pipeline.data.joints import get_joint_set
-from pipeline.data.records import SampleRecord
 from pipeline.data.workers import worker_start_method
 from pipeline.flip import final_heatmaps, flip_test
-from storage.cache import TeacherTargetCache
-from storage.cache_provenance import CacheMismatchError, CacheProvenance
-from storage.cache_shards import DEFAULT_COMPRESSION
+from pipeline.teacher.plan import InferencePlan, select_slot, still_missing
+from pipeline.teacher.records import shard_batch
+from storage.cache import DEFAULT_COMPRESSION, CacheMismatchError, CacheProvenance, TeacherTargetCache
+from storage.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -73,23 +72,22 @@ def teacher_provenance(
     )
 
 
-def slot_of(key: tuple[str, str, str], num_shards: int) -> int:
-    """The slot (0..num_shards-1) of a record key: a hash that is the same in every process and Python run."""
-    digest = hashlib.blake2b("\x00".join(key).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % num_shards
+def open_teacher_cache(
+    cache_dir: str | Path, preset: ModelPreset, checkpoint: str | Path, *, decode: str = "hrnet"
+) -> TeacherTargetCache:
+    """Open (or create) the cache folder with this teacher's identity; a cache of another teacher is refused.
 
-
-def select_slot(records: Sequence[SampleRecord], shard_index: int, num_shards: int) -> list[SampleRecord]:
-    """The records that slot ``shard_index`` of ``num_shards`` is responsible for."""
-    if not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard index {shard_index} is not in 0..{num_shards - 1}")
-    return [r for r in records if slot_of(r.key, num_shards) == shard_index]
+    Raises:
+        CacheMismatchError: the folder holds a cache made otherwise (the message names each difference).
+    """
+    provenance = teacher_provenance(preset, sha256_file(checkpoint), decode=decode)
+    return TeacherTargetCache(cache_dir).open_or_create(provenance)
 
 
 def run_teacher_inference(
     model: nn.Module,
     preset: ModelPreset,
-    records: Sequence[SampleRecord],
+    plan: InferencePlan,
     cache: TeacherTargetCache,
     *,
     batch_size: int,
@@ -110,7 +108,7 @@ def run_teacher_inference(
     Args:
         model: the teacher, weights loaded; returns (N, K, H, W) heatmaps or a list of them (hourglass).
         preset: the teacher's preset (input/heatmap size, joint set, colour order).
-        records: every record to cover; this process takes those of its slot.
+        plan: what the cache lacked when planned (``plan_inference``); this process takes its slot's part.
         cache: the target cache.
         batch_size: crops per forward (the flip test doubles it inside the model).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
@@ -119,7 +117,7 @@ def run_teacher_inference(
         num_workers: DataLoader processes decoding and cropping (0: in this process).
         shard_size: samples per shard file (bounds the writer's memory).
         progress: show a tqdm bar.
-        compression: shard compression, a key of ``storage.cache_shards.COMPRESSIONS`` (see docs/cache.md).
+        compression: shard compression, a key of ``storage.cache.COMPRESSIONS`` (see docs/cache.md).
 
     Returns:
         New, skipped and failed counts, the failed file names and the committed shards.
@@ -131,23 +129,24 @@ def run_teacher_inference(
     if differences:
         raise CacheMismatchError(str(cache.path), differences)
 
-    mine = select_slot(records, shard_index, num_shards)
+    mine = select_slot(plan, shard_index, num_shards)
     device = torch.device(device)
     on_cuda = device.type == "cuda"
     model = model.to(device).eval().to(memory_format=torch.channels_last)
     codec = HeatmapCodec(preset.input_size, preset.heatmap_size)
     permutation = get_joint_set(preset.joint_set).flip_permutation()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
-    failed: list[str] = []
+    failed = [str(r.path) for r in mine.unreadable]
     new = 0
-    # The writer is opened first: it adopts shards an interrupted run renamed but did not list, so that
-    # planning below does not infer their samples again.
+    # The writer is opened first: it adopts shards an interrupted run renamed but did not list, so that the
+    # check below does not infer their samples again (a retried shard resumes after its own commits).
     with cache.writer(shard_index=shard_index, num_shards=num_shards, shard_size=shard_size,
                       compression=compression) as writer:  # fmt: skip
-        todo = cache.missing(mine)
-        skipped = len(mine) - len(todo)
-        logger.info("slot %d/%d: %d records, %d cached, %d to infer", shard_index, num_shards, len(mine), skipped,
-                    len(todo))  # fmt: skip
+        mine = still_missing(mine, cache)
+        todo = list(mine.records)
+        skipped = len(mine.cached)
+        logger.info("slot %d/%d: %d records, %d cached, %d to infer", shard_index, num_shards,
+                    len(todo) + skipped + len(mine.unreadable), skipped, len(todo))  # fmt: skip
         loader = DataLoader(
             CropDataset(todo, preset.input_size, preset.color_order),
             batch_size=batch_size,
@@ -176,8 +175,8 @@ def run_teacher_inference(
                 heatmaps = heatmaps.float()
                 coords, maxvals = codec.decode(heatmaps, method=provenance.decode)
                 centers, scales = [r.center for r in batch_records], [r.scale for r in batch_records]
-                writer.add(batch_records, heatmaps.cpu().numpy(), coords.cpu().numpy(),
-                           codec.to_image(coords, centers, scales), maxvals.cpu().numpy())  # fmt: skip
+                writer.add(shard_batch(batch_records, mine.states, heatmaps.cpu().numpy(), coords.cpu().numpy(),
+                                       codec.to_image(coords, centers, scales), maxvals.cpu().numpy()))  # fmt: skip
                 new += len(batch_records)
     failed_files = tuple(dict.fromkeys(failed))
     if failed_files:

@@ -1,7 +1,7 @@
 """Teacher target cache: flip-test teacher heatmaps in immutable HDF5 shards plus an atomic manifest.
 
-A cache folder holds ``manifest.json`` (see ``storage.cache_manifest``), committed shards ``shard-<uuid>.h5``
-(see ``storage.cache_shards``) and ``locks/``. Writing is crash-safe: a shard is written under a temporary
+A cache folder holds ``manifest.json`` (see ``storage.cache.manifest``), committed shards ``shard-<uuid>.h5``
+(see ``storage.cache.shards``) and ``locks/``. Writing is crash-safe: a shard is written under a temporary
 name ``.tmp-slot<I>of<N>-<uuid>.h5``, fsynced, then renamed and listed in the manifest under the short
 manifest lock. A process killed at any moment leaves at worst a temporary file (cleaned by the next writer of
 that slot) or a renamed shard the manifest does not list yet (adopted by the next writer). Locking (docs/cache.md):
@@ -19,31 +19,22 @@ import os
 import re
 import uuid
 import warnings
-from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import h5py
 
 from storage.atomic import fsync_directory
-from storage.cache_index import CacheIndex, ColumnCache, DamagedShardWarning, build_index
-from storage.cache_manifest import MANIFEST_NAME, Manifest, ShardEntry, load_manifest, save_manifest, utc_now
-from storage.cache_provenance import CacheMismatchError, CacheProvenance, package_version
-from storage.cache_shards import (
-    COMPRESSIONS,
-    DEFAULT_COMPRESSION,
-    check_structure,
-)
-from storage.cache_writer import CacheWriter
-from storage.checkpoints import sha256_file
+from storage.cache.dataset import TeacherTargetDataset
+from storage.cache.index import CacheIndex, ColumnCache, DamagedShardWarning, build_index
+from storage.cache.manifest import MANIFEST_NAME, Manifest, ShardEntry, load_manifest, save_manifest, utc_now
+from storage.cache.provenance import CacheMismatchError, CacheProvenance, package_version
+from storage.cache.report import CacheSummary, VerifyReport, summarize_cache, verify_cache
+from storage.cache.shards import COMPRESSIONS, DEFAULT_COMPRESSION, check_structure
+from storage.cache.writer import CacheWriter
+from storage.hashing import FileState, sha256_file
 from storage.locking import FileLock, LockBusyError, is_locked
-
-if TYPE_CHECKING:
-    from pipeline.data.records import SampleRecord
-    from storage.cache_dataset import TeacherTargetDataset
-    from storage.cache_report import CacheSummary, VerifyReport
-
-__all__ = ["CacheLockedError", "CacheMismatchError", "CacheProvenance", "CacheWriter", "TeacherTargetCache"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +57,6 @@ class TeacherTargetCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._columns = ColumnCache()
-        # Image stat and fingerprint seen by ``missing``, so the writer stores what was hashed, not a later stat.
-        self._planned: dict[Path, tuple[int, int, str]] = {}
 
     def __repr__(self) -> str:
         return f"TeacherTargetCache({str(self.path)!r})"
@@ -107,67 +96,22 @@ class TeacherTargetCache:
     # -- reading -----------------------------------------------------------------------------------------------
 
     def index(self, *, check_checksums: bool = False) -> CacheIndex:
-        """The live records (damaged shards skipped with a warning); see ``storage.cache_index``."""
+        """The live records (damaged shards skipped with a warning); see ``storage.cache.index``."""
         return build_index(self.path, load_manifest(self.path), self._columns, check_checksums=check_checksums)
 
     def dataset(self, *, check_checksums: bool = True) -> TeacherTargetDataset:
-        """Torch dataset over the live records (see ``storage.cache_dataset.TeacherTargetDataset``)."""
-        from storage.cache_dataset import TeacherTargetDataset
-
+        """Torch dataset over the live records (see ``storage.cache.dataset.TeacherTargetDataset``)."""
         return TeacherTargetDataset(self.path, check_checksums=check_checksums)
 
-    def missing(self, records: Sequence[SampleRecord]) -> list[SampleRecord]:
-        """Records whose (source, image, instance) is not cached, or whose image content changed.
+    def file_states(self) -> dict[tuple[str, str, str], FileState]:
+        """``(source, image, instance_id)`` -> the image's state when its sample was cached, for every live sample.
 
-        An image whose size and mtime match the cached ones is not re-hashed (as ``make``/``git`` do), so
-        planning a run over a large cache reads only new or touched files. Returned records carry their
-        fingerprint. A file that cannot be read is returned as missing (inference then reports it as failed).
-        Shards are checked against their manifest checksums first (as the training reader does), so the
-        samples of a damaged shard are planned again rather than silently lost to training.
+        Shards are checked against their manifest checksums first (as the training reader does), so the samples
+        of a damaged shard are absent here and get planned again rather than silently lost to training.
         """
-        from pipeline.data.images import image_fingerprint
-
         index = self.index(check_checksums=True)
-        known = {
-            index.key(i): (int(index.numeric["file_size"][i]), int(index.numeric["file_mtime_ns"][i]),
-                           str(index.strings["fingerprint"][i]))
-            for i in range(len(index))
-        }  # fmt: skip
-        out: list[SampleRecord] = []
-        hashed: dict[Path, tuple[int, int, str]] = {}
-        for record in records:
-            path = Path(record.root) / record.image
-            if path not in hashed:
-                try:
-                    st = path.stat()
-                except OSError:
-                    out.append(record)
-                    continue
-                cached = known.get(record.key)
-                if cached is not None and cached[:2] == (st.st_size, st.st_mtime_ns):
-                    hashed[path] = cached
-                else:
-                    try:
-                        hashed[path] = (st.st_size, st.st_mtime_ns, image_fingerprint(path))
-                    except OSError:
-                        out.append(record)
-                        continue
-            fingerprint = hashed[path][2]
-            cached = known.get(record.key)
-            if cached is None or cached[2] != fingerprint:
-                out.append(replace(record, fingerprint=fingerprint))
-        self._planned.update(hashed)
-        return out
-
-    def image_state(self, path: Path, fingerprint: str = "") -> tuple[int, int, str]:
-        """(size, mtime_ns, fingerprint) of an image: as ``missing`` saw it when it planned, else read now."""
-        from pipeline.data.images import image_fingerprint
-
-        planned = self._planned.get(path)
-        if planned is None:
-            st = path.stat()
-            planned = (st.st_size, st.st_mtime_ns, fingerprint or image_fingerprint(path))
-        return planned
+        size, mtime, fingerprint = index.numeric["file_size"], index.numeric["file_mtime_ns"], index.strings["fingerprint"]
+        return {index.key(i): FileState(int(size[i]), int(mtime[i]), str(fingerprint[i])) for i in range(len(index))}
 
     # -- writing -----------------------------------------------------------------------------------------------
 
@@ -214,7 +158,10 @@ class TeacherTargetCache:
             except BaseException:
                 slot_lock.release()
                 raise
-        return CacheWriter(self, manifest.provenance, slot_lock, (shard_index, num_shards), shard_size, compression)
+        return CacheWriter(
+            self.path, manifest.provenance, slot_lock, (shard_index, num_shards), shard_size, compression,
+            commit=self.commit_shard,
+        )  # fmt: skip
 
     def commit_shard(self, temp: Path, slot: tuple[int, int], num_samples: int) -> ShardEntry:
         """Rename a complete, fsynced temporary shard into place and list it (superseding older records)."""
@@ -288,20 +235,14 @@ class TeacherTargetCache:
 
     def verify(self) -> VerifyReport:
         """Check every shard (presence, size, checksum, attributes, shapes); changes nothing."""
-        from storage.cache_report import verify_cache
-
         return verify_cache(self.path)
 
     def inspect(self, *, lowest: int = 10) -> CacheSummary:
-        """Provenance, counts, disk use and teacher confidence statistics (see ``storage.cache_report``)."""
-        from storage.cache_report import summarize_cache
-
-        return summarize_cache(self, lowest=lowest)
+        """Provenance, counts, disk use and teacher confidence statistics (see ``storage.cache.report``)."""
+        return summarize_cache(self.path, lowest=lowest)
 
 
 def _read_slot(path: Path) -> tuple[int, int]:
-    import h5py
-
     with h5py.File(path, "r") as f:
         slot = f.attrs["slot"]
         return int(slot[0]), int(slot[1])

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,13 +22,14 @@ from pipeline.codec import HeatmapCodec
 from pipeline.data import coco as coco_data
 from pipeline.data import mpii as mpii_data
 from pipeline.data.crops import CropDataset
-from pipeline.data.joints import get_joint_set
+from models.joints import COCO
 from pipeline.data.records import SampleRecord
 from pipeline.data.workers import worker_start_method
 from pipeline.flip import final_heatmaps, flip_test
 from pipeline.metrics.coco import coco_keypoint_eval, keypoint_results
 from pipeline.metrics.pckh import pckh_table
-from storage.annotations import load_mpii_gt, save_coco_results, save_mpii_predictions
+from pipeline.runtime import load_model
+from storage.annotations import save_coco_results, save_mpii_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +149,8 @@ def evaluate_mpii(
     if preset.joint_set != "mpii":
         raise ValueError(f"preset {preset.name} predicts {preset.joint_set} joints, MPII evaluation needs mpii")
     root = Path(root)
-    gt = load_mpii_gt(gt_mat if gt_mat is not None else mpii_data.ground_truth_path(root, split))
-    records = mpii_data.load_mpii(root, split, input_aspect=preset.input_size[0] / preset.input_size[1])
+    gt = mpii_data.load_mpii_gt(gt_mat if gt_mat is not None else mpii_data.ground_truth_path(root, split))
+    records = mpii_data.load_mpii(root, split, input_aspect=preset.input_aspect)
     if len(records) != len(gt):
         raise ValueError(f"MPII split {split!r} has {len(records)} persons but the ground truth has {len(gt)}")
     predictions = predict(
@@ -199,7 +201,7 @@ def evaluate_coco(
     coco_gt = coco_data.read_coco(ann_path)
     records = coco_data.load_coco(
         root, split, detections=detections, score_threshold=score_threshold,
-        input_aspect=preset.input_size[0] / preset.input_size[1], annotation_file=ann_path,
+        input_aspect=preset.input_aspect, annotation_file=ann_path,
     )
     predictions = predict(
         model, records, preset, batch_size=batch_size, device=device, flip=flip, decode=decode,
@@ -212,8 +214,60 @@ def evaluate_coco(
         np.array([r.scale for r in records], dtype=np.float64).reshape(-1, 2),
         np.array([r.score for r in records], dtype=np.float64),
         [r.image_id for r in records],
-        sigmas=get_joint_set("coco").sigmas,
+        sigmas=COCO.sigmas,
     )
     if results_out is not None:
         save_coco_results(results_out, results)
     return coco_keypoint_eval(coco_gt, results)
+
+
+Dataset = Literal["mpii", "coco"]
+
+
+def evaluate_model(
+    model: nn.Module,
+    preset: ModelPreset,
+    dataset: Dataset,
+    root: str | Path,
+    split: str,
+    *,
+    detections: str | Path | None = None,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    flip: bool = True,
+    num_workers: int = 0,
+) -> dict[str, float]:
+    """The validation table of ``model`` on ``dataset``: PCKh (MPII) or OKS AP (COCO), flip test by default.
+
+    The one place the evaluation is chosen by dataset (training's periodic validation, the flow's table and
+    ``fpd eval`` all come here). ``detections`` applies to COCO (None: ground-truth boxes).
+    """
+    if dataset == "mpii":
+        if detections is not None:
+            raise ValueError("MPII evaluation uses the annotated person boxes; detections apply to COCO")
+        result = evaluate_mpii(model, preset, root, split=split, batch_size=batch_size, device=device, flip=flip,
+                               num_workers=num_workers)  # fmt: skip
+    elif dataset == "coco":
+        result = evaluate_coco(model, preset, root, split, detections=detections, batch_size=batch_size,
+                               device=device, flip=flip, num_workers=num_workers)  # fmt: skip
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}; expected mpii or coco")
+    return {str(k): float(v) for k, v in result.items()}
+
+
+def evaluate_weights(
+    preset: str,
+    weights: str | Path,
+    dataset: Dataset,
+    root: str | Path,
+    split: str,
+    *,
+    detections: str | Path | None = None,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+) -> dict[str, float]:
+    """:func:`evaluate_model` of a preset's network with ``weights`` loaded strictly (flip test on)."""
+    spec, model = load_model(preset, weights)
+    return evaluate_model(model, spec, dataset, root, split, detections=detections,
+                          batch_size=batch_size, device=device, num_workers=num_workers)  # fmt: skip

@@ -6,16 +6,13 @@ import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from storage.cache_index import DamagedShardWarning, shard_problem
-from storage.cache_manifest import load_manifest
-from storage.cache_shards import check_structure
-
-if TYPE_CHECKING:
-    from storage.cache import TeacherTargetCache
+from storage.cache.index import ColumnCache, DamagedShardWarning, build_index, shard_problem
+from storage.cache.manifest import load_manifest
+from storage.cache.shards import check_structure
 
 
 @dataclass(frozen=True)
@@ -89,7 +86,7 @@ class CacheSummary:
     num_superseded: int
     per_source: dict[str, int]
     labelled: int
-    unlabelled: int
+    unlabeled: int
     num_shards: int
     disk_bytes: int
     bytes_per_sample: float
@@ -101,15 +98,15 @@ class CacheSummary:
         return asdict(self)
 
 
-def summarize_cache(cache: TeacherTargetCache, *, lowest: int = 10) -> CacheSummary:
+def summarize_cache(cache_dir: Path, *, lowest: int = 10) -> CacheSummary:
     """Counts, disk use and per-joint confidence statistics of the live samples (reads no heatmaps)."""
-    manifest = cache.manifest()
+    manifest = load_manifest(cache_dir)
     with warnings.catch_warnings():
         # Damaged shards are listed in the summary itself; a warning per shard would repeat them.
         warnings.simplefilter("ignore", DamagedShardWarning)
-        index = cache.index()
+        index = build_index(cache_dir, manifest, ColumnCache(), check_checksums=False)
     stored = sum(e.num_samples for e in manifest.shards)
-    disk = sum((cache.path / e.name).stat().st_size for e in manifest.shards if (cache.path / e.name).exists())
+    disk = sum((cache_dir / e.name).stat().st_size for e in manifest.shards if (cache_dir / e.name).exists())
     maxvals = index.numeric["maxvals"].reshape(len(index), len(manifest.provenance.joint_names))
     labelled = int(index.numeric["labelled"].sum()) if len(index) else 0
     confidence = tuple(
@@ -127,13 +124,13 @@ def summarize_cache(cache: TeacherTargetCache, *, lowest: int = 10) -> CacheSumm
         for i in order
     )
     return CacheSummary(
-        path=str(cache.path),
+        path=str(cache_dir),
         provenance=manifest.provenance.to_dict(),
         num_samples=len(index),
         num_superseded=index.num_superseded,
         per_source=dict(sorted(Counter(str(s) for s in index.strings["source"]).items())),
         labelled=labelled,
-        unlabelled=len(index) - labelled,
+        unlabeled=len(index) - labelled,
         num_shards=len(manifest.shards),
         disk_bytes=disk,
         bytes_per_sample=disk / stored if stored else 0.0,

@@ -16,10 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.data.records import SampleRecord
-from storage.cache_index import CacheIndex, ColumnCache, build_index
-from storage.cache_manifest import load_manifest
-from storage.cache_provenance import CacheProvenance
+from storage.cache.index import CacheIndex, ColumnCache, build_index
+from storage.cache.manifest import load_manifest
+from storage.cache.provenance import CacheProvenance
 
 
 class TeacherTargetDataset(Dataset):
@@ -33,7 +32,7 @@ class TeacherTargetDataset(Dataset):
     * ``source``, ``root``, ``image`` (relative to ``root``), ``instance_id``, ``fingerprint``: str;
     * ``center``, ``scale``: (2,) float64 (HRNet convention, scale in units of 200 px); ``rotation``: float;
     * ``labelled``: bool; ``joints``: (K, 2) float32 image px and ``visibility``: (K,) float32, zeros when
-      unlabelled;
+      unlabeled;
     * ``index``: int, position in this dataset.
 
     Args:
@@ -78,29 +77,6 @@ class TeacherTargetDataset(Dataset):
             "visibility": torch.from_numpy(num["visibility"][i].copy()),
             "index": i,
         }
-
-    def record(self, i: int) -> SampleRecord:
-        """The ``SampleRecord`` of sample ``i`` (joints and visibility None when unlabelled)."""
-        num, strings = self.index.numeric, self.index.strings
-        labelled = bool(num["labelled"][i])
-        return SampleRecord(
-            source=str(strings["source"][i]),
-            root=Path(strings["root"][i]),
-            image=str(strings["image"][i]),
-            center=(float(num["center"][i, 0]), float(num["center"][i, 1])),
-            scale=(float(num["scale"][i, 0]), float(num["scale"][i, 1])),
-            instance_id=str(strings["instance_id"][i]),
-            joints=num["joints"][i].copy() if labelled else None,
-            visibility=num["visibility"][i].copy() if labelled else None,
-            rotation=float(num["rotation"][i]),
-            score=float(num["score"][i]),
-            image_id=int(num["image_id"][i]),
-            fingerprint=str(strings["fingerprint"][i]),
-        )
-
-    def records(self) -> list[SampleRecord]:
-        """Every sample's ``SampleRecord``, in dataset order."""
-        return [self.record(i) for i in range(len(self))]
 
     def close(self) -> None:
         """Close the HDF5 files this process opened (they reopen on the next read)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.atomic import atomic_write
-from storage.cache_provenance import CacheProvenance
+from storage.cache.provenance import CacheProvenance
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "fpd-teacher-cache-1"

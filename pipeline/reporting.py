@@ -1,0 +1,94 @@
+"""What a distillation run reports: the metric rows and table, and the teacher-cache report with overlays."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from pipeline.render import render_cache
+from pipeline.teacher.discovery import Discovery
+from pipeline.teacher.shards import ShardReport
+from storage.atomic import atomic_write
+from storage.cache import TeacherTargetCache
+from storage.jsonfiles import write_json
+
+HEADLINE = {"mpii": ("Mean", "Mean@0.1"), "coco": ("AP", "AP .5", "AP .75", "AR")}
+"""Columns of the comparison table per dataset (PCKh@0.5 and @0.1; OKS AP and AR)."""
+
+
+def metrics_row(label: str, preset: str, dataset: str, metrics: dict[str, float]) -> dict[str, object]:
+    """One table row: the model, then every metric rounded for display (``metrics.json`` keeps the same)."""
+    return {"model": label, "preset": preset, "dataset": dataset, **{k: round(v, 4) for k, v in metrics.items()}}
+
+
+def format_table(rows: Sequence[dict[str, object]]) -> str:
+    """Plain-text comparison table: one line per model, the headline columns of each dataset."""
+    lines = []
+    for dataset in dict.fromkeys(str(r["dataset"]) for r in rows):
+        columns = HEADLINE.get(dataset, ())
+        names = {"Mean": "PCKh@0.5", "Mean@0.1": "PCKh@0.1"}
+        lines.append(f"{dataset.upper():<28}" + "".join(f"{names.get(c, c):>10}" for c in columns))
+        for row in (r for r in rows if r["dataset"] == dataset):
+            values = "".join(f"{float(row.get(c, float('nan'))):>10.4f}" for c in columns)
+            lines.append(f"  {row['model']!s:<26}{values}")
+    return "\n".join(lines)
+
+
+def write_metrics(output_dir: str | Path, rows: Sequence[dict[str, object]]) -> Path:
+    """``<output_dir>/metrics.json``: the rows, one per model and dataset."""
+    return write_json(Path(output_dir) / "metrics.json", list(rows))
+
+
+def cache_report(
+    cache_dir: str | Path, discovery: Discovery, shards: Sequence[ShardReport], overlays: Path | None, n_overlays: int
+) -> str:
+    """Markdown: what this run inferred, the cache's statistics and (``n_overlays`` > 0) overlays drawn from it."""
+    summary = TeacherTargetCache(cache_dir).inspect(lowest=5)
+    prov = summary.provenance
+    lines = [
+        "# Teacher cache", "",
+        f"`{summary.path}`: teacher **{prov['teacher_preset']}** (sha256 `{prov['checkpoint_sha256'][:12]}`), "
+        f"input {prov['input_size']}, heatmaps {prov['heatmap_size']}, flip test {prov['flip_test']}.", "",
+        f"{summary.num_samples} samples ({summary.labelled} labelled, {summary.unlabeled} unlabeled) in "
+        f"{summary.num_shards} shards, {summary.disk_bytes / 2**20:.1f} MiB ({summary.bytes_per_sample:.0f} B/sample).",
+        "", "## This run", "",
+        "| source | images | samples | new images | new samples |", "|---|---|---|---|---|",
+        *(f"| {s.source}{' (new folder)' if s.new_folder else ''} | {s.images} | {s.samples} | {s.new_images} | "
+          f"{s.new_samples} |" for s in discovery.sources),
+        "",
+        *(f"- shard {r.shard_index}/{r.num_shards}: {r.new} new, {r.skipped} skipped, {r.failed} failed, "
+          f"{r.seconds:.1f} s" for r in shards),
+        *(["- nothing new: teacher inference skipped"] if not shards else []),
+        "", "## Teacher confidence per joint", "", "| joint | mean | p10 | p50 |", "|---|---|---|---|",
+        *(f"| {j.joint} | {j.mean:.3f} | {j.p10:.3f} | {j.p50:.3f} |" for j in summary.joint_confidence),
+    ]  # fmt: skip
+    if n_overlays and overlays is not None:
+        shutil.rmtree(overlays, ignore_errors=True)  # this run's picks only, not those of earlier runs
+        index = render_cache(cache_dir, overlays, n=n_overlays)
+        lines += ["", "## Overlays", "", f"{n_overlays} cached samples drawn over their crops: `{index}`"]
+    return "\n".join(lines) + "\n"
+
+
+def run_summary(discovery: Discovery, shards: Sequence[ShardReport]) -> dict[str, object]:
+    """JSON-safe record of what this run found and inferred (``run.json``)."""
+    return {
+        "sources": [asdict(s) | {"new_folder": s.new_folder} for s in discovery.sources],
+        "shards": [asdict(r) for r in shards],
+        "inferred": sum(r.new for r in shards),
+    }
+
+
+def write_cache_report(
+    output_dir: str | Path, cache_dir: str | Path, discovery: Discovery, shards: Sequence[ShardReport],
+    n_overlays: int,
+) -> tuple[Path, str]:
+    """Write ``report.md`` (cache statistics, overlays under ``overlays/``) and ``run.json``; return the report."""
+    output_dir = Path(output_dir)
+    write_json(output_dir / "run.json", run_summary(discovery, shards))
+    markdown = cache_report(cache_dir, discovery, shards, output_dir / "overlays", n_overlays)
+    path = output_dir / "report.md"
+    with atomic_write(path, "w") as handle:
+        handle.write(markdown)
+    return path, markdown
