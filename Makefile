@@ -28,7 +28,7 @@ test: lint
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
-	bash flows/demo.sh
+	bash demo/run.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from models.joints import COCO, MPII
 from pipeline.codec import HeatmapCodec
 from pipeline.data.coco import load_coco
-from models.joints import COCO, MPII
 from pipeline.data.mpii import load_mpii
 from pipeline.data.records import SampleRecord
 from pipeline.geometry import apply_affine, crop_matrix

@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 
 import torch
+from pipeline.inference import run_teacher_inference, teacher_provenance
 
+from models.joints import get_joint_set
 from models.presets import create_from_preset, get_preset
 from pipeline.data.folders import scan_folder
-from models.joints import get_joint_set
 from pipeline.flip import flip_test
-from pipeline.inference import run_teacher_inference, teacher_provenance
 from storage.cache import TeacherTargetCache
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"

@@ -1,7 +1,7 @@
 """``distill-flow``: discover sources, fill the teacher cache (sharded), train students, evaluate, report.
 
-The flow only composes tasks from ``tasks/``; each task wraps a plain function of ``flows.stages``. Re-running
-with nothing new skips inference (the cache manifest says what is done); a retried or re-run flow resumes student
+The flow only composes tasks from ``tasks/``; each task wraps a plain function of ``pipeline``. Re-running with
+nothing new skips inference (the cache manifest says what is done); a retried or re-run flow resumes student
 training from each student's own checkpoint.
 
 Run it locally: ``python -m flows.distill --params params.json``; on workers: see ``docs/prefect.md``.
@@ -21,22 +21,23 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
 
-from flows import scoring, stages, students
 from flows.params import (
     Baseline,
     Dataset,
     DeviceParams,
     DistillParams,
-    LabelledSource,
+    LabelledDataset,
     ScheduleParams,
     StudentParams,
     TeacherParams,
 )
-from flows.sharding import ShardReport
-from tasks.evaluation import evaluate_model
+from pipeline.students import StudentResult, check_teacher_and_student, run_variants, variant_config
+from pipeline.teacher.discovery import Discovery
+from pipeline.teacher.shards import ShardReport
+from tasks.discovery import discover_sources
+from tasks.evaluation import score_model
 from tasks.inference import infer_shard, infer_shard_remote
 from tasks.reporting import publish_cache_report, publish_metrics
-from tasks.sources import discover_sources
 from tasks.training import train_student
 
 
@@ -44,7 +45,7 @@ from tasks.training import train_student
 @flow(name="distill-flow", task_runner=ThreadPoolTaskRunner(max_workers=32))
 def distill_flow(
     teacher: TeacherParams,
-    labelled: list[LabelledSource],
+    labelled: list[LabelledDataset],
     cache_dir: str,
     output_dir: str,
     student: StudentParams | None = None,
@@ -53,7 +54,7 @@ def distill_flow(
     use_ground_truth: bool = True,
     baselines: list[Baseline] | None = None,
     schedule: ScheduleParams | None = None,
-    evaluate: list[Dataset] | None = None,
+    eval_datasets: list[Dataset] | None = None,
     coco_detections: str | None = None,
     device: DeviceParams | None = None,
     num_shards: int = 1,
@@ -73,30 +74,40 @@ def distill_flow(
 def run_distillation(params: DistillParams) -> dict[str, object]:
     """The body of ``distill-flow`` (must run inside a flow run: it calls tasks and creates artifacts)."""
     logger = get_run_logger()
-    variants = stages.run_variants(params)
+    # Fail before any work when the teacher, the student and the data disagree on the joints.
+    check_teacher_and_student(params.teacher.preset, params.student.preset, [s.dataset for s in params.labelled])
+    variants = run_variants(params.baselines)
     steps = 3 + len(variants)  # inference, each student, evaluation, report
     progress = create_progress_artifact(0.0, key="distill-progress", description="distill-flow stages done (%)")
 
-    discovery = discover_sources(params)
+    discovery = discover_sources(
+        [s.train_spec for s in params.labelled], params.unlabeled_roots, params.teacher.preset,
+        params.teacher.checkpoint, params.cache_dir, str(params.plan_path),
+    )  # fmt: skip
     shards = _infer(params, discovery, progress, 100.0 / steps)
     update_progress_artifact(progress, 100.0 / steps)
 
-    trained: dict[str, students.StudentResult] = {}
+    base, trained = params.base_train_config(), {}
     for i, variant in enumerate(variants):
-        trained[variant] = train_student(params, variant, discovery)
+        config = variant_config(
+            base, variant, alpha=params.alpha, use_ground_truth=params.use_ground_truth, discovery=discovery,
+            cache_dir=params.cache_dir, teacher=params.teacher.model_dump(),
+            students_dir=params.output_path / "students",
+        )  # fmt: skip
+        trained[variant] = train_student(config, variant, params.device.torch_threads)
         update_progress_artifact(progress, 100.0 * (2 + i) / steps)
 
-    models = [("teacher", params.teacher.preset, params.teacher.checkpoint)]
-    models += [(f"student {v}", params.student.preset, trained[v].weights) for v in variants]
     rows = [
-        scoring.metrics_row(label, preset, dataset, evaluate_model(params, dataset, preset, weights))
-        for dataset in params.evaluate
-        for label, preset, weights in models
-    ]
+        score_model(label, preset, weights, dataset, source.root, source.val,
+                    detections=params.coco_detections if dataset == "coco" else None,
+                    batch_size=params.device.inference_batch_size, device=params.device.device)
+        for dataset, source in ((d, params.source(d)) for d in params.eval_datasets)
+        for label, preset, weights in _models(params, trained)
+    ]  # fmt: skip
     update_progress_artifact(progress, 100.0 * (steps - 1) / steps)
 
-    metrics_path = publish_metrics(params, rows)
-    report_path = publish_cache_report(params, discovery, shards)
+    metrics_path = publish_metrics(params.output_dir, rows)
+    report_path = publish_cache_report(params.output_dir, params.cache_dir, discovery, shards, params.render_overlays)
     update_progress_artifact(progress, 100.0)
     logger.info("metrics: %s; report: %s; cache: %s", metrics_path, report_path, params.cache_dir)
     return {
@@ -106,20 +117,25 @@ def run_distillation(params: DistillParams) -> dict[str, object]:
     }
 
 
-def _infer(params: DistillParams, discovery: stages.Discovery, progress: UUID, step: float) -> list[ShardReport]:
+def _models(params: DistillParams, trained: dict[str, StudentResult]) -> list[tuple[str, str, str]]:
+    """``(label, preset, weights)`` of every model in the table: the teacher, then each student."""
+    return [("teacher", params.teacher.preset, params.teacher.checkpoint)] + [
+        (f"student {variant}", result.preset, result.weights) for variant, result in trained.items()
+    ]
+
+
+def _infer(params: DistillParams, discovery: Discovery, progress: UUID, step: float) -> list[ShardReport]:
     """Map teacher inference over the shards (or skip it when the cache holds every sample); each finished shard
     advances the ``progress`` artifact by its share of ``step`` percent."""
     logger = get_run_logger()
     if discovery.new_samples == 0:
         logger.info("teacher cache is up to date: inference skipped")
         return []
-    shard_ids = list(range(params.num_shards))
+    jobs = [params.shard_job(i) for i in range(params.num_shards)]
     if params.shard_deployment:
-        futures = infer_shard_remote.map(
-            unmapped(params), shard_ids, unmapped(params.num_shards), unmapped(params.shard_deployment)
-        )
+        futures = infer_shard_remote.map(jobs, unmapped(params.shard_deployment))
     else:
-        futures = infer_shard.map(unmapped(params), shard_ids, unmapped(params.num_shards))
+        futures = infer_shard.map(jobs)
     reports = []
     for future in as_completed(futures):
         report = future.result()

@@ -1,7 +1,8 @@
 """``teacher-inference``: one shard of teacher inference as its own flow, for fleets of workers.
 
-``distill-flow`` with ``shard_deployment="teacher-inference/default"`` starts one run of this flow per shard
-(``run_deployment``); each worker that picks one up fills its slot of the shared cache folder.
+``distill-flow`` with ``shard_deployment="teacher-inference/shard"`` starts one run of this flow per shard
+(``run_deployment``, the parameters being the fields of ``pipeline.teacher.shards.ShardJob``); each worker that
+picks one up reads the plan discovery wrote and fills its slot of the shared cache folder.
 """
 
 from __future__ import annotations
@@ -10,11 +11,27 @@ from dataclasses import asdict
 
 from prefect import flow
 
-from flows.params import DistillParams
+from pipeline.teacher.shards import ShardJob
 from tasks.inference import infer_shard_here
 
 
-@flow(name="teacher-inference")
-def teacher_inference_flow(params: DistillParams, shard_index: int = 0, num_shards: int = 1) -> dict[str, object]:
-    """Infer shard ``shard_index`` of ``num_shards`` of the samples ``params`` names into its cache folder."""
-    return asdict(infer_shard_here(params, shard_index, num_shards))
+@flow(name="teacher-inference", flow_run_name="teacher shard {shard_index}/{num_shards}")
+def teacher_inference_flow(
+    teacher_preset: str,
+    teacher_checkpoint: str,
+    cache_dir: str,
+    plan_path: str,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    batch_size: int = 64,
+    device: str = "auto",
+    num_workers: int = 4,
+    torch_threads: int | None = None,
+) -> dict[str, object]:
+    """Infer shard ``shard_index`` of ``num_shards`` of the plan at ``plan_path`` into ``cache_dir``."""
+    job = ShardJob(
+        teacher_preset=teacher_preset, teacher_checkpoint=teacher_checkpoint, cache_dir=cache_dir,
+        plan_path=plan_path, shard_index=shard_index, num_shards=num_shards, batch_size=batch_size, device=device,
+        num_workers=num_workers, torch_threads=torch_threads,
+    )  # fmt: skip
+    return asdict(infer_shard_here(job))

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline import geometry
 from models.joints import JointSet
+from pipeline import geometry
 from pipeline.data.records import PIXEL_STD, SampleRecord
 from pipeline.geometry import Size
 

@@ -17,12 +17,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from models.joints import COCO, get_joint_set
 from models.presets import ModelPreset
 from pipeline.codec import HeatmapCodec
 from pipeline.data import coco as coco_data
 from pipeline.data import mpii as mpii_data
 from pipeline.data.crops import CropDataset
-from models.joints import COCO
 from pipeline.data.records import SampleRecord
 from pipeline.data.workers import worker_start_method
 from pipeline.flip import final_heatmaps, flip_test

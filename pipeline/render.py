@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from models.joints import get_joint_set
 from pipeline.data.crops import crop_record
 from pipeline.data.images import ImageDecodeError
-from models.joints import get_joint_set
 from pipeline.geometry import apply_affine, scale_matrix, warp_image
-from storage.cache import TeacherTargetCache
-from storage.cache.dataset import TeacherTargetDataset
+from pipeline.teacher.records import cached_record
+from storage.cache import TeacherTargetCache, TeacherTargetDataset
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def render_sample(data: TeacherTargetDataset, i: int, out_path: Path) -> Rendere
     """
     provenance = data.provenance
     joint_set = get_joint_set(provenance.joint_set)
-    record = data.record(i)
+    record = cached_record(data.index, i)
     item = data[i]
     matrix, crop = crop_record(record, provenance.input_size)
     factor = max(1, -(-MIN_WIDTH // provenance.input_size[0]))
@@ -144,7 +144,7 @@ def render_cache(cache_path: str | Path, out_dir: str | Path, *, source: str | N
     rendered: list[RenderedSample] = []
     unreadable: list[str] = []
     for k, i in enumerate(choose_samples(data, source, n)):
-        record = data.record(i)
+        record = cached_record(data.index, i)
         name = f"{k:03d}_{_slug(record.source)}_{_slug(Path(record.image).stem)}_{_slug(record.instance_id)}.png"
         try:
             rendered.append(render_sample(data, i, out_dir / name))

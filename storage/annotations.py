@@ -21,11 +21,10 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import scipy.io
-
-from typing import NamedTuple
 
 from storage.atomic import atomic_write
 from storage.jsonfiles import read_json
@@ -118,11 +117,13 @@ def load_mpii_predictions(path: str | Path, *, num_joints: int, num_persons: int
     if suffix == ".mat":
         mat = _load_mat(path)
         if "pos_pred_src" in mat:
-            preds = np.transpose(_shaped(mat["pos_pred_src"], (num_joints, 2, None), path, "pos_pred_src"), (2, 0, 1)) - 1.0
+            shaped = _shaped(mat["pos_pred_src"], (num_joints, 2, None), path, "pos_pred_src")
+            preds = np.transpose(shaped, (2, 0, 1)) - 1.0
         elif "preds" in mat:
             preds = _shaped(mat["preds"], (None, num_joints, 2), path, "preds") - 1.0
         else:
-            raise ValueError(f"{path}: no key 'pos_pred_src' ({num_joints}x2xN) or 'preds' (Nx{num_joints}x2) in this .mat file")
+            raise ValueError(f"{path}: no key 'pos_pred_src' ({num_joints}x2xN) or 'preds' (Nx{num_joints}x2) in this "
+                             ".mat file")
     elif suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)

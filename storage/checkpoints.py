@@ -20,7 +20,6 @@ metadata in a sidecar JSON next to it: ``<file>.json`` (see ``metadata_path``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle

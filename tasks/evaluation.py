@@ -1,15 +1,30 @@
-"""Validation with flip test: PCKh on MPII, OKS AP on COCO."""
+"""Validation with flip test: PCKh on MPII, OKS AP on COCO, one table row per model and dataset."""
 
 from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows import scoring
-from flows.params import Dataset, DistillParams
+from pipeline.evaluation import Dataset, evaluate_weights
+from pipeline.reporting import metrics_row
+from pipeline.runtime import resolve_device
 
 
-@task(name="evaluate", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def evaluate_model(params: DistillParams, dataset: Dataset, preset: str, weights: str) -> dict[str, float]:
-    """Score ``weights`` (a ``preset`` network) on the validation split of ``dataset``."""
-    return scoring.evaluate(params, dataset, preset, weights)
+@task(name="evaluate", task_run_name="score {label} on {dataset}", retries=1, retry_delay_seconds=5,
+      cache_policy=NO_CACHE)  # fmt: skip
+def score_model(
+    label: str,
+    preset: str,
+    weights: str,
+    dataset: Dataset,
+    root: str,
+    split: str,
+    *,
+    detections: str | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+) -> dict[str, object]:
+    """Score ``weights`` (a ``preset`` network) on ``root``'s ``split``, flip test on; return its table row."""
+    metrics = evaluate_weights(preset, weights, dataset, root, split, detections=detections, batch_size=batch_size,
+                               device=resolve_device(device))  # fmt: skip
+    return metrics_row(label, preset, dataset, metrics)

@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import scoring, sharding, stages
-from flows.params import DistillParams
-from storage.atomic import atomic_write
+from pipeline.reporting import write_cache_report, write_metrics
+from pipeline.teacher.discovery import Discovery
+from pipeline.teacher.shards import ShardReport
 
 
 @task(name="publish-metrics", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def publish_metrics(params: DistillParams, rows: list[dict[str, object]]) -> str:
+def publish_metrics(output_dir: str, rows: list[dict[str, object]]) -> str:
     """Write ``metrics.json`` to the output folder and show the rows (one per model and dataset) as a table."""
-    path = stages.write_json(params.output_path / "metrics.json", rows)
+    path = write_metrics(output_dir, rows)
     create_table_artifact(table=rows, key="distill-metrics", description=f"Teacher and students ({path})")
     return str(path)
 
 
 @task(name="publish-cache-report", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def publish_cache_report(params: DistillParams, discovery: stages.Discovery, shards: list[sharding.ShardReport]) -> str:
+def publish_cache_report(
+    output_dir: str, cache_dir: str, discovery: Discovery, shards: Sequence[ShardReport], n_overlays: int
+) -> str:
     """Write ``report.md`` (cache statistics, overlays) and ``run.json`` (this run's inference); show the report."""
-    stages.write_json(params.output_path / "run.json", scoring.run_summary(discovery, shards))
-    markdown = scoring.cache_report(params, discovery, shards)
-    path = params.output_path / "report.md"
-    with atomic_write(path, "w") as handle:
-        handle.write(markdown)
+    path, markdown = write_cache_report(output_dir, cache_dir, discovery, shards, n_overlays)
     create_markdown_artifact(markdown=markdown, key="teacher-cache-report", description=str(path))
     return str(path)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows import stages, students
-from flows.params import DistillParams
+from pipeline.students import StudentResult, train_variant
+from pipeline.training.config import TrainConfig
 
 
 # A retry resumes from the run's own checkpoint (same output folder, resume=True), so no epoch is trained twice.
-@task(name="train-student", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
-def train_student(params: DistillParams, variant: str, discovery: stages.Discovery) -> students.StudentResult:
-    """Train the ``variant`` student (``gt_only``, ``fpd_labelled`` or ``fpd``) and return its weights."""
-    return students.train_variant(params, variant, discovery)
+@task(name="train-student", task_run_name="train student {variant}", retries=1, retry_delay_seconds=10,
+      cache_policy=NO_CACHE)  # fmt: skip
+def train_student(config: TrainConfig, variant: str, torch_threads: int | None = None) -> StudentResult:
+    """Train the ``variant`` student (``gt_only``, ``fpd_labelled`` or ``fpd``) as ``config`` says."""
+    return train_variant(config, variant, torch_threads=torch_threads)

@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _open(path: Path) -> Any:
-    from storage.cache import TeacherTargetCache
+    from storage.cache import TeacherTargetCache  # heavy imports inside the command (see pipeline.cli)
 
     cache = TeacherTargetCache(path)
     if not cache.exists():

@@ -52,14 +52,13 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from models.presets import create_from_preset, get_preset
+    # Imported here, not at the top: `fpd --help` and the other commands do not pay for torch and h5py.
     from pipeline.cli import UserError
-    from pipeline.data.sources import load_source_report, parse_source_spec
-    from pipeline.inference import run_teacher_inference, teacher_provenance
-    from storage.cache import CacheLockedError, TeacherTargetCache
-    from storage.checkpoints import load_checkpoint, sha256_file
+    from pipeline.data.sources import load_sources, parse_source_spec
+    from pipeline.runtime import load_model, resolve_device
+    from pipeline.teacher.inference import open_teacher_cache, run_teacher_inference
+    from pipeline.teacher.plan import plan_inference
+    from storage.cache import CacheLockedError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     shard_index, num_shards = parse_shard(args.shard)
@@ -67,28 +66,22 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give at least one source: --mpii, --coco or --folder")
     if args.detections is not None and not args.coco:
         raise UserError("--detections applies to --coco sources, and none was given")
-    preset = get_preset(args.teacher)
-    model = create_from_preset(preset)
-    load_checkpoint(model, args.checkpoint, strict=True)
-    provenance = teacher_provenance(preset, sha256_file(args.checkpoint), decode=args.decode)
-    cache = TeacherTargetCache(args.cache).open_or_create(provenance)
+    preset, model = load_model(args.teacher, args.checkpoint)
+    cache = open_teacher_cache(args.cache, preset, args.checkpoint, decode=args.decode)
 
-    aspect = preset.input_size[0] / preset.input_size[1]
-    records = []
-    for kind, texts in (("mpii", args.mpii), ("coco", args.coco), ("folder", args.folder)):
-        for text in texts:
-            spec = parse_source_spec(kind, text)
-            found, skipped = load_source_report(spec, aspect, detections=args.detections if kind == "coco" else None)
-            print(f"{spec.kind} {spec.root}{':' + spec.split if spec.split else ''}: {len(found)} persons")
-            for name, reason in skipped[:SHOWN_FAILURES]:
-                print(f"  skipped {name}: {reason}")
-            records.extend(found)
+    specs = [parse_source_spec(kind, text)
+             for kind, texts in (("mpii", args.mpii), ("coco", args.coco), ("folder", args.folder)) for text in texts]
+    loaded = load_sources(specs, preset.input_aspect, detections=args.detections)
+    for spec, source in zip(specs, loaded, strict=True):
+        print(f"{spec.kind} {spec.root}{':' + spec.split if spec.split else ''}: {len(source.records)} persons")
+        for name, reason in source.skipped[:SHOWN_FAILURES]:
+            print(f"  skipped {name}: {reason}")
+    plan = plan_inference([r for source in loaded for r in source.records], cache)
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         report = run_teacher_inference(
-            model, preset, records, cache, batch_size=args.batch_size, device=device, shard_index=shard_index,
-            num_shards=num_shards, num_workers=args.workers, shard_size=args.shard_size,
+            model, preset, plan, cache, batch_size=args.batch_size, device=resolve_device(args.device or "auto"),
+            shard_index=shard_index, num_shards=num_shards, num_workers=args.workers, shard_size=args.shard_size,
             progress=not args.no_progress, compression=args.compression,
         )  # fmt: skip
     except CacheLockedError as exc:

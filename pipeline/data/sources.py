@@ -14,8 +14,8 @@ from pipeline.data.records import SampleRecord
 
 __all__ = [
     "DEFAULT_ASPECT",
-    "LoadedSource",
     "DEFAULT_SPLIT",
+    "LoadedSource",
     "PathEscapeError",
     "SourceSpec",
     "load_source",
@@ -111,7 +111,8 @@ def load_sources(
     """
     loaded = []
     for spec in specs:
-        records, skipped = load_source_report(spec, input_aspect, detections=detections if spec.kind == "coco" else None)
+        spec_detections = detections if spec.kind == "coco" else None
+        records, skipped = load_source_report(spec, input_aspect, detections=spec_detections)
         name = records[0].source if records else f"{spec.kind}/{spec.split or spec.root.name}"
         loaded.append(LoadedSource(name, records, skipped))
     for root in unlabeled_roots:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.figures import COCO_FROM_BODY, MPII_FROM_BODY, Figure, Scene, render_scene
 from models.joints import COCO
+from pipeline.data.figures import COCO_FROM_BODY, MPII_FROM_BODY, Figure, Scene, render_scene
 from pipeline.data.mpii import write_mpii_gt_mat
 from pipeline.data.records import PIXEL_STD
 from storage.atomic import atomic_write

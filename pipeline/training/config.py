@@ -196,6 +196,8 @@ class TrainConfig(_Section):
             raise ConfigError("optim.epochs, data.batch_size and eval.every must be >= 1")
         if self.eval.dataset is not None and self.eval.root is None:
             raise ConfigError("eval.root: required when eval.dataset is set")
+        if self.eval.dataset == "mpii" and self.eval.detections is not None:
+            raise ConfigError("eval.detections: MPII is scored on its annotated person boxes; detections are COCO's")
         return self
 
     @property

@@ -20,10 +20,10 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from models.joints import JointSet
 from pipeline.augment import AugmentConfig, CropParams, crop_params_matrix, sample_crop, transform_joints
 from pipeline.codec import HeatmapCodec
 from pipeline.data.images import load_image, to_tensor
-from models.joints import JointSet
 from pipeline.data.records import SampleRecord
 from pipeline.geometry import Size, compose_affine, crop_matrix, invert_affine, warp_image
 

@@ -18,7 +18,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,17 +26,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from models.presets import ModelPreset, get_preset
 from pipeline.data.workers import worker_start_method
 from pipeline.flip import final_heatmaps
+from pipeline.runtime import load_model
 from pipeline.training.config import ConfigError, TrainConfig, add_train_arguments, config_to_dict, load_config
 from pipeline.training.distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from pipeline.training.loss import FPDLoss
 from pipeline.training.schedule import build_optimizer, build_scheduler
 from pipeline.training.sources import build_train_dataset, evaluate
 from pipeline.training.state import BEST_NAME, CHECKPOINT_NAME, load_training_state, save_training_state
-
-if TYPE_CHECKING:
-    from models.presets import ModelPreset
+from storage.atomic import atomic_write
+from storage.checkpoints import save_weights
 
 logger = logging.getLogger(__name__)
 
@@ -178,9 +178,6 @@ def train_one_epoch(
 
 def train(config: TrainConfig) -> TrainResult:
     """Train a student as ``config`` says; resumes from ``output_dir/checkpoint.pt`` when ``config.resume``."""
-    from models import create_from_preset, get_preset
-    from storage.checkpoints import load_checkpoint, save_weights
-
     info = init_distributed(config.device)
     try:
         device = info.device
@@ -201,9 +198,7 @@ def train(config: TrainConfig) -> TrainResult:
             persistent_workers=config.data.workers > 0,
         )
 
-        model = create_from_preset(preset)
-        if config.student_init:
-            load_checkpoint(model, config.student_init, strict=True)
+        _, model = load_model(preset, config.student_init)
         model.to(device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -310,9 +305,6 @@ def seed_everything(seed: int) -> None:
 
 def _online_teacher(config: TrainConfig, student_preset: ModelPreset, device: torch.device) -> nn.Module:
     """The frozen teacher for ``teacher_online``: it must see the student's crop as is (same sizes and colours)."""
-    from models import create_from_preset, get_preset
-    from storage.checkpoints import load_checkpoint
-
     preset = get_preset(config.teacher_preset)
     for name in ("input_size", "heatmap_size", "color_order", "joint_set"):
         if getattr(preset, name) != getattr(student_preset, name):
@@ -321,8 +313,7 @@ def _online_teacher(config: TrainConfig, student_preset: ModelPreset, device: to
                 f"{name} ({getattr(preset, name)} vs {getattr(student_preset, name)}); online mode feeds one crop "
                 "to both"
             )
-    teacher = create_from_preset(preset)
-    load_checkpoint(teacher, config.teacher_checkpoint, strict=True)
+    _, teacher = load_model(preset, config.teacher_checkpoint)
     teacher.to(device).eval()
     for param in teacher.parameters():
         param.requires_grad_(False)
@@ -355,8 +346,6 @@ def _truncate_log(path: Path, start_epoch: int) -> None:
     """Keep only the records of epochs before ``start_epoch`` (a resumed run rewrites the rest)."""
     if not path.exists():
         return
-    from storage.atomic import atomic_write
-
     lines = path.read_text(encoding="utf-8").splitlines()
     kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] < start_epoch]
     with atomic_write(path, "w") as handle:

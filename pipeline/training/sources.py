@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from models.joints import JointSet, get_joint_set
+from models.presets import ModelPreset
+from pipeline.augment import AugmentConfig
+from pipeline.codec import HeatmapCodec
 from pipeline.data.records import SampleRecord
 from pipeline.data.sources import SourceSpec, load_source
+from pipeline.evaluation import evaluate_model
+from pipeline.teacher.records import cached_records
 from pipeline.training.config import ConfigError, TrainConfig
 from pipeline.training.data import CachedTarget, DistillDataset
-
-if TYPE_CHECKING:
-    from models.presets import ModelPreset
-    from storage.cache.dataset import TeacherTargetDataset
+from storage.cache import TeacherTargetCache, TeacherTargetDataset
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +56,7 @@ class CacheTargets:
         Sorted, not in cache order: shards filled side by side commit in any order, and the training order (so the
         curve of a seeded run) must not depend on which shard finished first.
         """
-        sources = self.dataset.index.strings["source"]
-        records = [self.dataset.record(i) for i in range(len(self.dataset)) if str(sources[i]) == source]
-        return sorted(records, key=lambda record: record.key)
+        return sorted(cached_records(self.dataset.index, source), key=lambda record: record.key)
 
 
 def build_records(config: TrainConfig, input_aspect: float, cache: CacheTargets | None) -> list[SampleRecord]:
@@ -78,12 +77,9 @@ def build_records(config: TrainConfig, input_aspect: float, cache: CacheTargets 
 
 def build_train_dataset(config: TrainConfig, preset: ModelPreset) -> DistillDataset:
     """The :class:`DistillDataset` of a recipe (records, cached teacher targets, augmentation, codec)."""
-    from pipeline.augment import AugmentConfig
-    from pipeline.codec import HeatmapCodec
-
     joint_set = get_joint_set(preset.joint_set)
     cache = _open_cache(config, joint_set) if config.data.teacher_cache and not config.teacher_online else None
-    records = build_records(config, preset.input_size[0] / preset.input_size[1], cache)
+    records = build_records(config, preset.input_aspect, cache)
     if cache is not None:
         missing = [r for r in records if r not in cache]
         if missing:
@@ -101,8 +97,6 @@ def build_train_dataset(config: TrainConfig, preset: ModelPreset) -> DistillData
 
 
 def _open_cache(config: TrainConfig, joint_set: JointSet) -> CacheTargets:
-    from storage.cache import TeacherTargetCache
-
     cache = TeacherTargetCache(config.data.teacher_cache)
     if not cache.exists():
         raise ConfigError(f"data.teacher_cache: no teacher cache at {config.data.teacher_cache}")
@@ -113,18 +107,8 @@ def _open_cache(config: TrainConfig, joint_set: JointSet) -> CacheTargets:
 
 
 def evaluate(model: nn.Module, config: TrainConfig, preset: ModelPreset, device: torch.device) -> dict[str, float]:
-    """Validation table of ``model`` (flip test per ``config.eval``): PCKh for MPII, COCO keypoint AP for COCO.
-
-    ``pipeline.evaluation`` runs the model in eval mode and restores its train mode afterwards.
-    """
-    from pipeline import evaluation
-
+    """Validation table of ``model`` (flip test per ``config.eval``): PCKh for MPII, COCO keypoint AP for COCO."""
     ev = config.eval
-    if ev.dataset == "mpii":
-        result = evaluation.evaluate_mpii(model, preset, ev.root, split=ev.split, batch_size=ev.batch_size,
-                                          device=device, flip=ev.flip, num_workers=config.data.workers)
-    else:
-        result = evaluation.evaluate_coco(model, preset, ev.root, ev.split, detections=ev.detections,
-                                          batch_size=ev.batch_size, device=device, flip=ev.flip,
-                                          num_workers=config.data.workers)
-    return {str(k): float(v) for k, v in result.items()}
+    return evaluate_model(model, preset, ev.dataset, ev.root, ev.split, detections=ev.detections,
+                          batch_size=ev.batch_size, device=device, flip=ev.flip,
+                          num_workers=config.data.workers)  # fmt: skip

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from storage.atomic import atomic_write
+
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
 
@@ -79,8 +81,6 @@ def save_training_state(
         config: the recipe as plain data (``config_to_dict``).
         metrics: the latest validation table.
     """
-    from storage.atomic import atomic_write
-
     payload = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),

@@ -110,7 +110,8 @@ class TeacherTargetCache:
         of a damaged shard are absent here and get planned again rather than silently lost to training.
         """
         index = self.index(check_checksums=True)
-        size, mtime, fingerprint = index.numeric["file_size"], index.numeric["file_mtime_ns"], index.strings["fingerprint"]
+        size, mtime = index.numeric["file_size"], index.numeric["file_mtime_ns"]
+        fingerprint = index.strings["fingerprint"]
         return {index.key(i): FileState(int(size[i]), int(mtime[i]), str(fingerprint[i])) for i in range(len(index))}
 
     # -- writing -----------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-import numpy as np
 
 from storage.cache.manifest import ShardEntry, utc_now
 from storage.cache.provenance import CacheProvenance

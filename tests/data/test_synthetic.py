@@ -10,9 +10,9 @@ from PIL import Image
 from pycocotools.coco import COCO as CocoApi
 from pycocotools.cocoeval import COCOeval
 
+from models.joints import MPII
 from pipeline.data.coco import load_coco
 from pipeline.data.figures import BODY_POINTS, render_scene
-from models.joints import MPII
 from pipeline.data.mpii import load_mpii
 from pipeline.data.synthetic import SyntheticConfig, generate_all, generate_dataset, generate_unlabeled_folder
 

@@ -13,10 +13,11 @@ from tests.flows.conftest import tiny_parameters
 def test_interrupted_student_training_resumes_at_the_next_epoch(
     flow_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from flows.students import train_variant
+
     import pipeline.training.loop as loop
     from flows import stages
     from flows.params import DistillParams
-    from flows.students import train_variant
 
     schedule = {"epochs": 2, "lr": 1e-3, "milestones": [2], "batch_size": 8}
     params = DistillParams.model_validate(tiny_parameters(flow_data, tmp_path, unlabeled_roots=[], schedule=schedule))
@@ -44,9 +45,10 @@ def test_interrupted_student_training_resumes_at_the_next_epoch(
 
 
 def test_multi_gpu_students_run_under_torchrun_from_a_recipe_file(tmp_path: Path) -> None:
+    from flows.students import student_config, torchrun_command, write_recipe
+
     from flows import stages
     from flows.params import DistillParams
-    from flows.students import student_config, torchrun_command, write_recipe
     from pipeline.training.config import load_config
 
     params = DistillParams.model_validate({

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data.coco import read_coco
 from models.joints import COCO
+from pipeline.data.coco import read_coco
 from pipeline.metrics.coco import STATS_KEYS, coco_keypoint_eval, keypoint_results, oks_nms, rescore
 from storage.annotations import load_coco_results
 

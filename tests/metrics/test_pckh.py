@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from pipeline.metrics.pckh import TABLE_KEYS, MpiiGroundTruth, pckh, pckh_table
 from pipeline.data.mpii import load_mpii_gt
+from pipeline.metrics.pckh import TABLE_KEYS, MpiiGroundTruth, pckh, pckh_table
 from storage.annotations import load_mpii_predictions
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from models.joints import COCO, MPII
 from pipeline import geometry
 from pipeline.augment import AugmentConfig, CropParams, crop_params_matrix, sample_crop, transform_joints
-from models.joints import COCO, MPII
 from pipeline.data.records import SampleRecord
 
 WIDTH = 80

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from models.joints import get_joint_set
 from models.presets import ModelPreset
 from pipeline import geometry
 from pipeline.codec import HeatmapCodec
 from pipeline.data.coco import load_coco
 from pipeline.data.crops import CropDataset
-from models.joints import get_joint_set
 from pipeline.data.mpii import load_mpii
 from pipeline.evaluation import evaluate_coco, evaluate_mpii, predict
 from pipeline.flip import flip_heatmaps, flip_test

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pipeline.inference import run_teacher_inference, teacher_provenance
 
+from models.joints import MPII
 from models.presets import create_from_preset, get_preset
 from pipeline.codec import HeatmapCodec
 from pipeline.data.crops import CropDataset
 from pipeline.data.folders import scan_folder
-from models.joints import MPII
-from pipeline.inference import run_teacher_inference, teacher_provenance
 from storage.cache import CacheMismatchError, TeacherTargetCache
 
 PRESET = get_preset("tiny_teacher_mpii")

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from models.joints import MPII
 from models.presets import create_from_preset, get_preset
 from pipeline.cli import main
-from models.joints import MPII
 from pipeline.data.records import SampleRecord
 from pipeline.render import heat_colours, render_sample
 from storage.cache import CacheProvenance, TeacherTargetCache

@@ -12,8 +12,8 @@ import scipy.io
 from pipeline.data.mpii import load_mpii, load_mpii_gt
 from storage.annotations import (
     load_coco_results,
-    read_gt_mat,
     load_mpii_predictions,
+    read_gt_mat,
     save_coco_results,
     save_mpii_predictions,
 )
@@ -113,7 +113,8 @@ def test_gt_mat_arrays_and_the_mpii_joint_order_check(tmp_path, real_data):
 
 
 def test_coco_results_round_trip_and_checks(tmp_path, real_data):
-    shipped = load_coco_results(real_data / "coco" / "keypoint_results" / "keypoints_val2017_results_subset4.json", num_joints=17)
+    results = real_data / "coco" / "keypoint_results" / "keypoints_val2017_results_subset4.json"
+    shipped = load_coco_results(results, num_joints=17)
     assert len(shipped) == 73
     path = save_coco_results(tmp_path / "out" / "results.json", shipped[:2])
     assert load_coco_results(path, num_joints=17) == shipped[:2]

@@ -6,13 +6,13 @@ import inspect
 from pathlib import Path
 
 import pytest
+import tasks.sources
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task
 
 import tasks.evaluation
 import tasks.inference
 import tasks.reporting
-import tasks.sources
 import tasks.training
 from flows.params import DistillParams
 

@@ -27,7 +27,7 @@ cleanup() {
   [ -z "$CHILDREN" ] || kill $CHILDREN 2>/dev/null || true
   # Cancel what still runs before stopping the worker, else the run stays Running in the UI forever.
   if [ -n "$WORKER_PID" ]; then
-    "$BIN/python" -m flows.demo cancel-running >/dev/null 2>&1 || true
+    "$BIN/python" demo/demo.py cancel-running >/dev/null 2>&1 || true
     # A Prefect worker answers the first SIGTERM by interrupting its run and may stay up: give it 10 s, then KILL.
     kill -- -"$WORKER_PID" 2>/dev/null || true
     for _ in $(seq 20); do kill -0 "$WORKER_PID" 2>/dev/null || break; sleep 0.5; done
@@ -55,15 +55,15 @@ set +m
 echo "== Prefect server PID $SERVER_PID on http://127.0.0.1:$PORT (log: demo_out/logs/server.log)"
 
 echo "== generating data; training the two tiny teachers side by side (while the server starts)"
-"$BIN/python" -m flows.demo data
-"$BIN/python" -m flows.demo teacher mpii >"$OUT/logs/teacher_mpii.log" 2>&1 &
+"$BIN/python" demo/demo.py data
+"$BIN/python" demo/demo.py teacher mpii >"$OUT/logs/teacher_mpii.log" 2>&1 &
 CHILDREN="$!"
-"$BIN/python" -m flows.demo teacher coco >"$OUT/logs/teacher_coco.log" 2>&1 &
+"$BIN/python" demo/demo.py teacher coco >"$OUT/logs/teacher_coco.log" 2>&1 &
 CHILDREN="$CHILDREN $!"
 for pid in $CHILDREN; do wait "$pid"; done  # set -e: a failed teacher stops the demo
 CHILDREN=""
 
-"$BIN/python" -m flows.demo wait-server --api "$PREFECT_API_URL" --timeout 120 \
+"$BIN/python" demo/demo.py wait-server --api "$PREFECT_API_URL" --timeout 120 \
   || { echo "the Prefect server did not start, see $OUT/logs/server.log"; exit 1; }
 
 echo "== registering deployments and starting a worker on pool 'gpu'"
@@ -77,20 +77,20 @@ set +m
 # The two runs share the 2 cores (one thread each): COCO is watched into a log, MPII on the terminal.
 echo "== runs 1 and 2: distill-flow/demo on COCO (watched into demo_out/logs/run_coco.log) and on MPII"
 "$BIN/prefect" deployment run distill-flow/demo --watch --flow-run-name demo-coco \
-  --params "$("$BIN/python" -m flows.demo params coco)" >"$OUT/logs/run_coco.log" 2>&1 &
+  --params "$("$BIN/python" demo/demo.py params coco)" >"$OUT/logs/run_coco.log" 2>&1 &
 CHILDREN=$!
 "$BIN/prefect" deployment run distill-flow/demo --watch --flow-run-name demo-mpii
 wait "$CHILDREN" || { tail -n 20 "$OUT/logs/run_coco.log"; exit 1; }
 CHILDREN=""
 tail -n 1 "$OUT/logs/run_coco.log"
-"$BIN/python" -m flows.demo table
+"$BIN/python" demo/demo.py table
 
 echo "== a new unlabeled folder is dropped in; run 3: distill-flow/demo on MPII again"
-"$BIN/python" -m flows.demo add-folder
+"$BIN/python" demo/demo.py add-folder
 "$BIN/prefect" deployment run distill-flow/demo --watch --flow-run-name demo-mpii-rerun
-"$BIN/python" -m flows.demo rerun-summary
+"$BIN/python" demo/demo.py rerun-summary
 
-"$BIN/python" -m flows.demo where --api "$PREFECT_API_URL" --seconds $(($(date +%s) - START))
+"$BIN/python" demo/demo.py where --api "$PREFECT_API_URL" --seconds $(($(date +%s) - START))
 if [ "${FPD_DEMO_KEEP_SERVER:-0}" = 1 ]; then
   echo "== the UI stays up at ${PREFECT_API_URL%/api} until Ctrl-C"
   wait "$SERVER_PID"

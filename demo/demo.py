@@ -1,8 +1,10 @@
-"""Helpers of ``flows/demo.sh`` (``make demo``): data and teachers, COCO parameters, tables, the rerun summary.
+"""Helpers of ``demo/run.sh`` (``make demo``): data and teachers, COCO parameters, tables, the rerun summary.
 
 The demo's MPII parameters are those of the ``distill-flow/demo`` deployment in ``prefect.yaml``; the COCO run
 swaps the dataset-specific ones (presets, data root, cache, output). Sizes are tuned so that the whole demo
 takes under 10 minutes on 2 CPU cores.
+
+The demo is a script of this checkout, not part of the installed packages: ``python demo/demo.py <command>``.
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import torch
 import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+from prefect.client.schemas.objects import StateType
+from prefect.states import Cancelling
 
 from flows.params import DistillParams
-from flows.scoring import format_table
-
-if TYPE_CHECKING:
-    from pipeline.data.synthetic import SyntheticConfig
+from pipeline.data.synthetic import SyntheticConfig, generate_dataset, generate_unlabeled_folder
+from pipeline.reporting import format_table
+from pipeline.training.config import DataConfig, LossConfig, OptimConfig, TrainConfig
+from pipeline.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = Path("demo_out")
@@ -58,8 +64,6 @@ class DemoSizes:
 
     def scenes(self) -> SyntheticConfig:
         """The scene settings of every generated image (labelled splits and unlabeled folders)."""
-        from pipeline.data.synthetic import SyntheticConfig
-
         return SyntheticConfig(
             num_train=self.train_images,
             num_val=self.val_images,
@@ -91,14 +95,12 @@ def dataset_parameters(dataset: str) -> dict[str, object]:
         "labelled": [{"dataset": "coco", "root": str(OUT / "data/coco")}],
         "cache_dir": str(OUT / "cache/coco"),
         "output_dir": str(OUT / "runs/coco"),
-        "evaluate": ["coco"],
+        "eval_datasets": ["coco"],
     }
 
 
 def generate_data(sizes: DemoSizes) -> None:
     """Generate the MPII- and COCO-format datasets and the unlabeled folders under ``demo_out/data``."""
-    from pipeline.data.synthetic import generate_dataset, generate_unlabeled_folder
-
     config = sizes.scenes()
     for i in range(sizes.unlabeled_folders):
         folder = OUT / f"data/unlabeled/folder_{i}"
@@ -109,11 +111,6 @@ def generate_data(sizes: DemoSizes) -> None:
 
 def train_teacher(dataset: str, sizes: DemoSizes) -> Path:
     """Train the dataset's tiny teacher on ground truth alone (alpha 0, no cache) with the students' ``train``."""
-    import torch
-
-    from pipeline.training.config import DataConfig, LabelledSource, LossConfig, OptimConfig, TrainConfig
-    from pipeline.training.loop import train
-
     torch.set_num_threads(1)  # the two teachers train side by side, one core each
     params = dataset_parameters(dataset)
     source = DistillParams.model_validate(params).source(dataset)
@@ -121,7 +118,7 @@ def train_teacher(dataset: str, sizes: DemoSizes) -> Path:
         student_preset=params["teacher"]["preset"],
         # No augmentation: with a few thousand crops to learn from, plain crops converge much faster.
         data=DataConfig(
-            labelled=(LabelledSource(dataset, source.root, source.train),),
+            labelled=(source.train_spec,),
             augment=False,
             batch_size=sizes.teacher_batch_size,
             workers=0,
@@ -137,8 +134,6 @@ def train_teacher(dataset: str, sizes: DemoSizes) -> Path:
 
 def add_folder(sizes: DemoSizes) -> Path:
     """Drop a new unlabeled folder into the demo's unlabeled root."""
-    from pipeline.data.synthetic import generate_unlabeled_folder
-
     folder = OUT / "data/unlabeled/folder_new"
     generate_unlabeled_folder(
         folder, sizes.new_folder_images, seed=sizes.seed + 100, config=sizes.scenes(), detections=True
@@ -162,11 +157,6 @@ def wait_healthy(api: str, timeout_s: float) -> bool:
 
 def cancel_running() -> int:
     """Cancel every flow run still Running or Pending (before the demo stops its worker)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-    from prefect.client.schemas.objects import StateType
-    from prefect.states import Cancelling
-
     active = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
         any_=[StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED])))  # fmt: skip
     with get_client(sync_client=True) as client:
@@ -181,7 +171,7 @@ def _metrics(dataset: str) -> list[dict[str, object]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python demo/demo.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("data", help="generate the datasets and unlabeled folders")
     sub.add_parser("teacher", help="train a tiny teacher on ground truth").add_argument("dataset")

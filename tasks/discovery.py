@@ -1,0 +1,34 @@
+"""Discovery of what the teacher must infer: labelled splits and every folder under the unlabeled roots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from models.presets import get_preset
+from pipeline.data.sources import SourceSpec
+from pipeline.teacher.discovery import Discovery, discover
+from pipeline.teacher.inference import open_teacher_cache
+
+
+# Never cached: a folder dropped in since the last run must be seen, so discovery always looks at the disk.
+@task(name="discover-sources", task_run_name="discover sources for {teacher_preset}", retries=2,
+      retry_delay_seconds=5, cache_policy=NO_CACHE)  # fmt: skip
+def discover_sources(
+    specs: Sequence[SourceSpec],
+    unlabeled_roots: Sequence[str],
+    teacher_preset: str,
+    teacher_checkpoint: str,
+    cache_dir: str,
+    plan_path: str,
+) -> Discovery:
+    """Scan every source once, write the inference plan to ``plan_path`` and log each source's counts."""
+    preset = get_preset(teacher_preset)
+    cache = open_teacher_cache(cache_dir, preset, teacher_checkpoint)
+    discovery = discover(specs, unlabeled_roots, preset.input_aspect, cache, plan_path)
+    logger = get_run_logger()
+    for line in discovery.log_lines():
+        logger.info(line)
+    return discovery
