@@ -1,4 +1,4 @@
-# make test: create .venv if missing, install the pinned set once, then ruff + pytest.
+# make test: create .venv if missing, install the pinned set once, then ruff + import contracts + pytest.
 # make demo: the end-to-end demo on a local Prefect server (CPU, generated data).
 PYTHON ?= python3
 VENV := .venv
@@ -23,6 +23,7 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest -q

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pipeline.data.sources import SourceSpec
 from pipeline.runtime import resolve_device
 from pipeline.teacher.shards import ShardJob
-from pipeline.training.config import DataConfig, EvalConfig, OptimConfig, TrainConfig
+from pipeline.training.config import DataConfig, EvalConfig, LossConfig, OptimConfig, TrainConfig
 
 Dataset = Literal["mpii", "coco"]
 Baseline = Literal["gt_only", "fpd_labelled"]
@@ -148,6 +148,7 @@ class DistillParams(_Frozen):
     def base_train_config(self) -> TrainConfig:
         """The students' common recipe: labelled data, schedule, device; each variant adds its loss and teacher.
 
+        Ground truth alone (alpha 0) until ``pipeline.students.variant_config`` sets the variant's loss and cache.
         Validation during training is off: the flow scores every model the same way afterwards.
         """
         on_cuda = resolve_device(self.device.device).type == "cuda"
@@ -160,6 +161,7 @@ class DistillParams(_Frozen):
             ),
             optim=OptimConfig(lr=self.schedule.lr, epochs=self.schedule.epochs,
                               milestones=tuple(self.schedule.milestones)),
+            loss=LossConfig(alpha=0.0),
             eval=EvalConfig(dataset=None),
             device=self.device.device,
             amp="bf16" if self.device.amp and on_cuda else "none",

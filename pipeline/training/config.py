@@ -144,7 +144,9 @@ class TrainConfig(_Section):
 
     Attributes:
         student_preset: ``models`` preset of the network being trained.
-        student_init: optional checkpoint to start from (loaded with strict=True).
+        student_init: optional pose checkpoint of this preset to start from (loaded with strict=True).
+        student_backbone: optional ImageNet weights for the backbone (loaded by key name and shape, as HRNet's
+            ``MODEL.PRETRAINED``); the pose head stays freshly initialised. Exclusive with ``student_init``.
         teacher_preset: preset of the teacher, needed with ``teacher_online``.
         teacher_checkpoint: teacher weights for ``teacher_online``.
         teacher_online: run the teacher on each augmented crop (reference mode, no flip test) instead of the cache.
@@ -160,6 +162,7 @@ class TrainConfig(_Section):
 
     student_preset: str
     student_init: str | None = None
+    student_backbone: str | None = None
     teacher_preset: str | None = None
     teacher_checkpoint: str | None = None
     teacher_online: StrictBool = False
@@ -196,6 +199,8 @@ class TrainConfig(_Section):
             raise ConfigError("optim.epochs, data.batch_size and eval.every must be >= 1")
         if self.eval.dataset is not None and self.eval.root is None:
             raise ConfigError("eval.root: required when eval.dataset is set")
+        if self.student_init is not None and self.student_backbone is not None:
+            raise ConfigError("student_init and student_backbone: give one (a pose checkpoint or ImageNet weights)")
         if self.eval.dataset == "mpii" and self.eval.detections is not None:
             raise ConfigError("eval.detections: MPII is scored on its annotated person boxes; detections are COCO's")
         return self

@@ -37,7 +37,7 @@ from pipeline.training.schedule import build_optimizer, build_scheduler
 from pipeline.training.sources import build_train_dataset, evaluate
 from pipeline.training.state import BEST_NAME, CHECKPOINT_NAME, load_training_state, save_training_state
 from storage.atomic import atomic_write
-from storage.checkpoints import save_weights
+from storage.checkpoints import load_backbone, save_weights
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +199,10 @@ def train(config: TrainConfig) -> TrainResult:
         )
 
         _, model = load_model(preset, config.student_init)
+        if config.student_backbone:
+            report = load_backbone(model, config.student_backbone)
+            logger.info("backbone from %s: %d tensors loaded, %d left as initialised", config.student_backbone,
+                        len(report.loaded), len(report.missing))  # fmt: skip
         model.to(device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)

@@ -65,7 +65,7 @@ def tiny_parameters(data: dict[str, Path], work: Path, **overrides: object) -> d
         "output_dir": str(work / "out"),
         "baselines": ["gt_only"],
         "schedule": {"epochs": 1, "lr": 1e-3, "milestones": [1], "batch_size": 8},
-        "evaluate": ["mpii"],
+        "eval_datasets": ["mpii"],
         "device": {"device": "cpu", "amp": False, "num_workers": 0, "inference_batch_size": 16, "torch_threads": 1},
         "num_shards": 1,
         "render_overlays": 2,

@@ -50,8 +50,10 @@ def _epochs_trained(weights: str) -> int:
 def test_distill_flow_fills_cache_trains_scores_and_reruns_incrementally(
     prefect_harness: None, flow_data: dict[str, Path], tmp_path: Path
 ) -> None:
-    from flows import stages
     from flows.params import DistillParams
+    from models import get_preset
+    from pipeline.data.sources import load_sources
+    from pipeline.teacher.plan import plan_inference
     from storage.cache import TeacherTargetCache
 
     add_folder(tmp_path / "unlabeled", "folder_a", 4)
@@ -60,8 +62,11 @@ def test_distill_flow_fills_cache_trains_scores_and_reruns_incrementally(
 
     # The cache holds every labelled and unlabeled sample, written by both shard processes.
     cache = TeacherTargetCache(params["cache_dir"])
-    records = stages.teacher_records(DistillParams.model_validate(params))
-    assert cache.missing(records) == []
+    typed = DistillParams.model_validate(params)
+    loaded = load_sources([s.train_spec for s in typed.labelled], get_preset(typed.teacher.preset).input_aspect,
+                          unlabeled_roots=typed.unlabeled_roots)  # fmt: skip
+    records = [r for source in loaded for r in source.records]
+    assert plan_inference(records, cache).records == ()
     summary = cache.inspect()
     labelled = sum(1 for r in records if r.source == "mpii/train")
     assert summary.per_source == {"mpii/train": labelled, "folder/folder_a": 4}

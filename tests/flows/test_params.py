@@ -34,7 +34,7 @@ def test_minimal_parameters_take_documented_defaults() -> None:
     [
         ({"alpha": 1.5}, "less than or equal to 1"),
         ({"num_shards": 0}, "greater than or equal to 1"),
-        ({"evaluate": ["coco"]}, "needs a labelled source"),
+        ({"eval_datasets": ["coco"]}, "needs a labelled source"),
         ({"labelled": [{"dataset": "mpii", "root": "a"}, {"dataset": "coco", "root": "b"}]}, "different joint sets"),
         ({"labelled": []}, "at least 1"),
         ({"baselines": ["teacher_only"]}, "gt_only"),
@@ -65,12 +65,12 @@ def test_prefect_yaml_deployments_are_valid_runs_on_the_gpu_pool() -> None:
     assert set(deployments) == {
         ("distill_flow", "default"),
         ("distill_flow", "demo"),
-        ("teacher_inference_flow", "default"),
+        ("teacher_inference_flow", "shard"),
     }
     assert {d["work_pool"]["name"] for d in deployments.values()} == {"gpu"}
     for key in (("distill_flow", "default"), ("distill_flow", "demo")):
         params = DistillParams.model_validate(deployments[key]["parameters"])
-        assert params.evaluate == [params.labelled[0].dataset]
+        assert params.eval_datasets == [params.labelled[0].dataset]
     demo = DistillParams.model_validate(deployments["distill_flow", "demo"]["parameters"])
     assert demo.device.device == "cpu" and demo.num_shards == 2
     assert set(demo.baselines) == {"gt_only", "fpd_labelled"}
@@ -78,11 +78,21 @@ def test_prefect_yaml_deployments_are_valid_runs_on_the_gpu_pool() -> None:
 
 
 def test_demo_coco_parameters_swap_every_dataset_specific_field() -> None:
-    from flows.demo import dataset_parameters
+    from demo.demo import dataset_parameters
 
     mpii, coco = DistillParams.model_validate(dataset_parameters("mpii")), dataset_parameters("coco")
     coco = DistillParams.model_validate(coco)
     assert (coco.teacher.preset, coco.student.preset) == ("tiny_teacher_coco", "tiny_student_coco")
-    assert coco.labelled[0].dataset == "coco" and coco.evaluate == ["coco"]
+    assert coco.labelled[0].dataset == "coco" and coco.eval_datasets == ["coco"]
     assert coco.cache_dir != mpii.cache_dir and coco.output_dir != mpii.output_dir
     assert coco.schedule == mpii.schedule and coco.unlabeled_roots == mpii.unlabeled_roots
+
+
+def test_the_students_base_recipe_carries_the_run_settings() -> None:
+    params = DistillParams.model_validate(MINIMAL | {"schedule": {"epochs": 3, "lr": 5e-4, "milestones": [2]},
+                                                     "device": {"device": "cpu", "num_workers": 1}})  # fmt: skip
+    base = params.base_train_config()
+    assert base.loss.alpha == 0.0 and base.data.teacher_cache is None and base.eval.dataset is None
+    assert [(s.kind, str(s.root), s.split) for s in base.data.labelled] == [("mpii", "data/mpii", "train")]
+    assert (base.optim.epochs, base.optim.lr, base.optim.milestones) == (3, 5e-4, (2,))
+    assert (base.device, base.amp, base.data.workers, base.resume) == ("cpu", "none", 1, True)

@@ -69,7 +69,7 @@ def test_demo_deployment_runs_on_a_local_server_with_remote_shards(flow_data: di
     add_folder(tmp_path / "unlabeled", "folder_a", 2)
     # Each of the two shards is a run of the teacher-inference deployment: the multi-worker path, on one machine.
     params = tiny_parameters(flow_data, tmp_path, baselines=[], render_overlays=0, num_shards=2,
-                             shard_deployment="teacher-inference/default")  # fmt: skip
+                             shard_deployment="teacher-inference/shard")  # fmt: skip
     with open(tmp_path / "server.log", "w") as log:
         server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip

@@ -13,15 +13,20 @@ from tests.flows.conftest import tiny_parameters
 def test_interrupted_student_training_resumes_at_the_next_epoch(
     flow_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.students import train_variant
-
     import pipeline.training.loop as loop
-    from flows import stages
     from flows.params import DistillParams
+    from pipeline.data.sources import LoadedSource
+    from pipeline.students import train_variant, variant_config
+    from pipeline.teacher.discovery import summarise
+    from pipeline.teacher.plan import InferencePlan
 
     schedule = {"epochs": 2, "lr": 1e-3, "milestones": [2], "batch_size": 8}
     params = DistillParams.model_validate(tiny_parameters(flow_data, tmp_path, unlabeled_roots=[], schedule=schedule))
-    discovery = stages.summarise(stages.teacher_records(params), [])
+    config = variant_config(
+        params.base_train_config(), "gt_only", alpha=params.alpha, use_ground_truth=True,
+        discovery=summarise([LoadedSource("mpii/train", [], [])], InferencePlan(())), cache_dir=params.cache_dir,
+        teacher=params.teacher.model_dump(), students_dir=params.output_path / "students",
+    )  # fmt: skip
     real_epoch = loop.train_one_epoch
     epochs_run: list[int] = []
 
@@ -33,33 +38,12 @@ def test_interrupted_student_training_resumes_at_the_next_epoch(
 
     monkeypatch.setattr(loop, "train_one_epoch", crash_on_second_epoch)
     with pytest.raises(RuntimeError, match="worker lost"):
-        train_variant(params, "gt_only", discovery)
+        train_variant(config, "gt_only", torch_threads=1)
 
     epochs_run.clear()
     monkeypatch.setattr(loop, "train_one_epoch", lambda *a, **k: epochs_run.append(1) or real_epoch(*a, **k))
-    result = train_variant(params, "gt_only", discovery)  # what the task's retry does
+    result = train_variant(config, "gt_only", torch_threads=1)  # what the task's retry does
     assert len(epochs_run) == 1, "the retry trained only the epoch that had not finished"
     log = [json.loads(line) for line in Path(result.weights).with_name("log.jsonl").read_text().splitlines()]
     assert [entry["epoch"] for entry in log] == [0, 1]
     assert Path(result.weights).is_file() and result.variant == "gt_only"
-
-
-def test_multi_gpu_students_run_under_torchrun_from_a_recipe_file(tmp_path: Path) -> None:
-    from flows.students import student_config, torchrun_command, write_recipe
-
-    from flows import stages
-    from flows.params import DistillParams
-    from pipeline.training.config import load_config
-
-    params = DistillParams.model_validate({
-        "teacher": {"preset": "tiny_teacher_mpii", "checkpoint": "t.pth"},
-        "student": {"preset": "tiny_student_mpii"},
-        "labelled": [{"dataset": "mpii", "root": "data/mpii"}],
-        "cache_dir": "cache",
-        "output_dir": str(tmp_path),
-    })  # fmt: skip
-    config = student_config(params, "fpd", stages.summarise([], []))
-    recipe = write_recipe(config)
-    assert load_config(recipe) == config  # torchrun's processes train exactly the flow's recipe
-    command = torchrun_command(recipe, 4)
-    assert "--nproc_per_node=4" in command and command[-4:] == ["-m", "pipeline.training.loop", "--config", str(recipe)]

@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-import tasks.sources
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task
 
+import tasks.discovery
 import tasks.evaluation
 import tasks.inference
 import tasks.reporting
 import tasks.training
-from flows.params import DistillParams
+from pipeline.teacher.shards import ShardJob, ShardReport
+from storage.jsonfiles import write_json
 
-MODULES = (tasks.sources, tasks.inference, tasks.training, tasks.evaluation, tasks.reporting)
+MODULES = (tasks.discovery, tasks.inference, tasks.training, tasks.evaluation, tasks.reporting)
 ALL_TASKS = [obj for module in MODULES for obj in vars(module).values() if isinstance(obj, Task)]
-PARAMS = DistillParams.model_validate({
-    "teacher": {"preset": "tiny_teacher_mpii", "checkpoint": "t.pth"},
-    "labelled": [{"dataset": "mpii", "root": "data/mpii"}],
-    "cache_dir": "cache",
-    "output_dir": "out",
-})  # fmt: skip
+
+
+def _job(tmp_path: Path, shard_index: int = 0, num_shards: int = 2) -> ShardJob:
+    return ShardJob("tiny_teacher_mpii", "t.pth", str(tmp_path / "cache"), str(tmp_path / "inference" / "plan.json"),
+                    shard_index, num_shards)  # fmt: skip
 
 
 def test_every_task_module_is_found() -> None:
@@ -49,33 +50,44 @@ def test_shard_tasks_share_a_tag_for_concurrency_limits() -> None:
     assert len(shard_tasks) == 3 and all("teacher-inference" in t.tags for t in shard_tasks)
 
 
-def test_wrappers_hand_their_arguments_to_the_plain_functions(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_names_say_which_shard_student_or_model(tmp_path: Path) -> None:
+    job = _job(tmp_path, 1, 4)
+    assert tasks.inference.infer_shard.task_run_name.format(job=job) == "teacher shard 1/4"
+    assert tasks.training.train_student.task_run_name.format(variant="fpd") == "train student fpd"
+    assert tasks.evaluation.score_model.task_run_name.format(label="teacher", dataset="mpii") == "score teacher on mpii"
+
+
+def test_wrappers_hand_their_arguments_to_the_plain_functions(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     calls: list[tuple] = []
 
-    def spy(name: str):
-        return lambda *args: calls.append((name, *args)) or name
+    def spy(name: str, returns: object = None):
+        return lambda *args, **kwargs: calls.append((name, args, kwargs)) or (returns or name)
 
-    monkeypatch.setattr("flows.sharding.run_shard_subprocess", spy("subprocess"))
-    monkeypatch.setattr("flows.sharding.infer_shard_here", spy("here"))
-    monkeypatch.setattr("flows.students.train_variant", spy("train"))
-    monkeypatch.setattr("flows.scoring.evaluate", spy("evaluate"))
-    assert tasks.inference.infer_shard.fn(PARAMS, 1, 2) == "subprocess"
-    assert tasks.inference.infer_shard_here.fn(PARAMS, 0, 2) == "here"
-    assert tasks.training.train_student.fn(PARAMS, "fpd", None) == "train"
-    assert tasks.evaluation.evaluate_model.fn(PARAMS, "mpii", "tiny_student_mpii", "w.pt") == "evaluate"
-    assert calls == [
-        ("subprocess", PARAMS, 1, 2),
-        ("here", PARAMS, 0, 2),
-        ("train", PARAMS, "fpd", None),
-        ("evaluate", PARAMS, "mpii", "tiny_student_mpii", "w.pt"),
-    ]
+    job = _job(tmp_path)
+    monkeypatch.setattr(tasks.inference, "run_shard_subprocess", spy("subprocess"))
+    monkeypatch.setattr(tasks.inference, "run_shard", spy("here"))
+    monkeypatch.setattr(tasks.training, "train_variant", spy("train"))
+    monkeypatch.setattr(tasks.evaluation, "evaluate_weights", spy("evaluate", {"Mean": 91.234567}))
+    assert tasks.inference.infer_shard.fn(job) == "subprocess"
+    assert tasks.inference.infer_shard_here.fn(job) == "here"
+    assert tasks.training.train_student.fn("recipe", "fpd", 2) == "train"
+    row = tasks.evaluation.score_model.fn("teacher", "tiny_teacher_mpii", "w.pt", "mpii", "data/mpii", "valid",
+                                          batch_size=8, device="cpu")  # fmt: skip
+    assert row == {"model": "teacher", "preset": "tiny_teacher_mpii", "dataset": "mpii", "Mean": 91.2346}
+    assert calls[:3] == [
+        ("subprocess", (job,), {}), ("here", (job,), {}), ("train", ("recipe", "fpd"), {"torch_threads": 2}),
+    ]  # fmt: skip
+    name, args, kwargs = calls[3]
+    assert name == "evaluate" and args == ("tiny_teacher_mpii", "w.pt", "mpii", "data/mpii", "valid")
+    assert kwargs["batch_size"] == 8 and str(kwargs["device"]) == "cpu" and kwargs["detections"] is None
 
 
 def test_remote_shard_fails_when_its_flow_run_did_not_complete(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from prefect.client.schemas.objects import FlowRun
     from prefect.states import Completed, Failed
 
-    params = PARAMS.model_copy(update={"output_dir": str(tmp_path)})
     launched: list[dict] = []
 
     def fake_run(name: str, parameters: dict) -> FlowRun:
@@ -84,10 +96,8 @@ def test_remote_shard_fails_when_its_flow_run_did_not_complete(monkeypatch: pyte
         return FlowRun(name="shard-run", flow_id="00000000-0000-0000-0000-000000000000", state=state)
 
     monkeypatch.setattr(tasks.inference, "run_deployment", fake_run)
-    from flows import sharding, stages
-
-    stages.write_json(sharding.report_path(params, 0, 2), sharding.ShardReport(0, 2, 4, 0, 0, (), 1.0).__dict__)
-    report = tasks.inference.infer_shard_remote.fn(params, 0, 2, "teacher-inference/default")
-    assert report.new == 4 and launched[0]["shard_index"] == 0 and launched[0]["num_shards"] == 2
+    write_json(_job(tmp_path).report_path, asdict(ShardReport(0, 2, 4, 0, 0, (), 1.0)))
+    report = tasks.inference.infer_shard_remote.fn(_job(tmp_path), "teacher-inference/shard")
+    assert report.new == 4 and launched[0] == asdict(_job(tmp_path))  # the flow run gets the job's fields
     with pytest.raises(RuntimeError, match="shard 1/2"):
-        tasks.inference.infer_shard_remote.fn(params, 1, 2, "teacher-inference/default")
+        tasks.inference.infer_shard_remote.fn(_job(tmp_path, 1), "teacher-inference/shard")
