@@ -126,10 +126,10 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(person: SampleRecord
     assert not torch.equal(first["image"], dataset[0]["image"])
 
 
-def test_unlabelled_records_have_zero_targets(person: SampleRecord) -> None:
-    unlabelled = SampleRecord(source="folder/x", root=person.root, image=person.image, center=person.center,
+def test_unlabeled_records_have_zero_targets(person: SampleRecord) -> None:
+    unlabeled = SampleRecord(source="folder/x", root=person.root, image=person.image, center=person.center,
                               scale=person.scale, instance_id="0")
-    item = _dataset(unlabelled, None)[0]
+    item = _dataset(unlabeled, None)[0]
     assert item["labelled"] is False
     assert item["target"].abs().sum() == 0 and item["target_weight"].sum() == 0
     assert item["teacher"].shape == (16, 32, 32)

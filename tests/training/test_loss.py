@@ -28,7 +28,7 @@ def test_all_labelled_is_alpha_mix_of_joints_mse() -> None:
     assert terms.total.item() == pytest.approx((0.8 * 0.25 + 0.2 * 1.25 + 0.8 * 0.75 + 0.2 * 1.5) / 2)
 
 
-def test_mixed_batch_unlabelled_sample_uses_teacher_alone() -> None:
+def test_mixed_batch_unlabeled_sample_uses_teacher_alone() -> None:
     # sample 1 is unlabeled: teacher term alone with joint weights 1 -> l_1 = T_1 = 0.75; l_0 = 0.75
     terms = FPDLoss(alpha=0.5)(PRED, TEACHER, TARGET, WEIGHT, MIXED)
     assert terms.total.item() == pytest.approx((0.75 + 0.75) / 2)
