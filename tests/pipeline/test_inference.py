@@ -15,13 +15,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pipeline.inference import run_teacher_inference, teacher_provenance
 
 from models.joints import MPII
 from models.presets import create_from_preset, get_preset
 from pipeline.codec import HeatmapCodec
 from pipeline.data.crops import CropDataset
 from pipeline.data.folders import scan_folder
+from pipeline.teacher.inference import run_teacher_inference, teacher_provenance
+from pipeline.teacher.plan import plan_inference
+from pipeline.teacher.records import cached_records
 from storage.cache import CacheMismatchError, TeacherTargetCache
 
 PRESET = get_preset("tiny_teacher_mpii")
@@ -45,10 +47,10 @@ def new_cache(path: Path, sha: str = "0" * 64) -> TeacherTargetCache:
 
 
 def infer(model: torch.nn.Module, folder: Path, cache: TeacherTargetCache, **kwargs: object):
-    records = scan_folder(folder, input_aspect=1.0).records
+    records = scan_folder(folder, input_aspect=PRESET.input_aspect).records
     options = dict(batch_size=3, device="cpu", num_workers=0, shard_size=4, progress=False)
     options.update(kwargs)
-    return run_teacher_inference(model, PRESET, records, cache, **options)
+    return run_teacher_inference(model, PRESET, plan_inference(records, cache), cache, **options)
 
 
 def test_stored_heatmaps_are_the_flip_average_computed_by_hand(tmp_path: Path) -> None:
@@ -59,7 +61,7 @@ def test_stored_heatmaps_are_the_flip_average_computed_by_hand(tmp_path: Path) -
     assert (report.new, report.skipped, report.failed) == (4, 0, 0)
 
     data = cache.dataset()
-    records = data.records()
+    records = cached_records(data.index)
     images = torch.stack([item["image"] for item in CropDataset(records, PRESET.input_size, PRESET.color_order)])
     perm = MPII.flip_permutation()
     with torch.no_grad():
@@ -81,16 +83,16 @@ def test_stored_heatmaps_are_the_flip_average_computed_by_hand(tmp_path: Path) -
 
 def test_bad_image_is_reported_and_does_not_stop_the_run(tmp_path: Path) -> None:
     make_images(tmp_path / "imgs", 3)
-    records = scan_folder(tmp_path / "imgs", input_aspect=1.0).records
+    records = scan_folder(tmp_path / "imgs", input_aspect=PRESET.input_aspect).records
     (tmp_path / "imgs" / "im01.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     cache = new_cache(tmp_path / "cache")
     model = tiny_teacher()
-    report = run_teacher_inference(model, PRESET, records, cache, batch_size=2, device="cpu", num_workers=0,
-                                   progress=False)  # fmt: skip
+    report = run_teacher_inference(model, PRESET, plan_inference(records, cache), cache, batch_size=2, device="cpu",
+                                   num_workers=0, progress=False)  # fmt: skip
     assert (report.new, report.failed) == (2, 1)
     assert report.failed_files == (str(tmp_path / "imgs" / "im01.png"),)
-    again = run_teacher_inference(model, PRESET, records, cache, batch_size=2, device="cpu", num_workers=0,
-                                  progress=False)  # fmt: skip
+    again = run_teacher_inference(model, PRESET, plan_inference(records, cache), cache, batch_size=2, device="cpu",
+                                  num_workers=0, progress=False)  # fmt: skip
     assert (again.new, again.skipped, again.failed) == (0, 2, 1)
 
 
@@ -100,7 +102,7 @@ def test_slots_fill_one_cache_side_by_side(tmp_path: Path) -> None:
     cache = new_cache(tmp_path / "cache")
     reports = [infer(model, tmp_path / "imgs", cache, shard_index=i, num_shards=2) for i in (0, 1)]
     assert sum(r.new for r in reports) == 5 and all(r.new for r in reports)
-    keys = [r.key for r in cache.dataset().records()]
+    keys = [r.key for r in cached_records(cache.dataset().index)]
     assert len(set(keys)) == 5
     assert {s.slot for s in cache.manifest().shards} == {(0, 2), (1, 2)}
     assert infer(model, tmp_path / "imgs", cache).skipped == 5
@@ -112,10 +114,10 @@ def test_wrong_teacher_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CacheMismatchError, match="checkpoint_sha256"):
         new_cache(tmp_path / "cache", sha="f" * 64)
     coco = get_preset("tiny_teacher_coco")
-    records = scan_folder(tmp_path / "imgs", input_aspect=0.75).records
+    records = scan_folder(tmp_path / "imgs", input_aspect=coco.input_aspect).records
     with pytest.raises(CacheMismatchError, match="heatmap_size"):
-        run_teacher_inference(create_from_preset(coco), coco, records, cache, batch_size=1, device="cpu",
-                              num_workers=0, progress=False)  # fmt: skip
+        run_teacher_inference(create_from_preset(coco), coco, plan_inference(records, cache), cache, batch_size=1,
+                              device="cpu", num_workers=0, progress=False)  # fmt: skip
 
 
 KILLABLE = textwrap.dedent(
@@ -123,7 +125,8 @@ KILLABLE = textwrap.dedent(
     import sys, time, torch
     from models.presets import create_from_preset, get_preset
     from pipeline.data.folders import scan_folder
-    from pipeline.inference import run_teacher_inference, teacher_provenance
+    from pipeline.teacher.inference import run_teacher_inference, teacher_provenance
+    from pipeline.teacher.plan import plan_inference
     from storage.cache import TeacherTargetCache
 
     preset = get_preset("tiny_teacher_mpii")
@@ -135,9 +138,9 @@ KILLABLE = textwrap.dedent(
         return forward(x)
     model.forward = slow_forward
     cache = TeacherTargetCache(sys.argv[2]).open_or_create(teacher_provenance(preset, "0" * 64))
-    records = scan_folder(sys.argv[1], input_aspect=1.0).records
-    report = run_teacher_inference(model, preset, records, cache, batch_size=int(sys.argv[4]), device="cpu",
-                                   num_workers=1, shard_size=2, progress=False)
+    records = scan_folder(sys.argv[1], input_aspect=preset.input_aspect).records
+    report = run_teacher_inference(model, preset, plan_inference(records, cache), cache, batch_size=int(sys.argv[4]),
+                                   device="cpu", num_workers=1, shard_size=2, progress=False)
     print(report.new, report.skipped)
     """
 )
@@ -174,7 +177,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     reference = new_cache(tmp_path / "reference")
     infer(tiny_teacher(), tmp_path / "imgs", reference, batch_size=8)
     got, want = TeacherTargetCache(killed).dataset(), reference.dataset()
-    assert len(got) == len(want) == 8 and len({r.key for r in got.records()}) == 8
-    position = {r.key: i for i, r in enumerate(want.records())}
-    for i, record in enumerate(got.records()):
+    assert len(got) == len(want) == 8 and len({r.key for r in cached_records(got.index)}) == 8
+    position = {r.key: i for i, r in enumerate(cached_records(want.index))}
+    for i, record in enumerate(cached_records(got.index)):
         np.testing.assert_allclose(got[i]["heatmaps"], want[position[record.key]]["heatmaps"], atol=2e-3)

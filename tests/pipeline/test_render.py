@@ -15,6 +15,8 @@ from models.presets import create_from_preset, get_preset
 from pipeline.cli import main
 from pipeline.data.records import SampleRecord
 from pipeline.render import heat_colours, render_sample
+from pipeline.teacher.plan import plan_inference
+from pipeline.teacher.records import cached_records, shard_batch
 from storage.cache import CacheProvenance, TeacherTargetCache
 from storage.checkpoints import save_weights
 
@@ -80,7 +82,8 @@ def test_render_writes_overlays_and_index(real_cache: Path, tmp_path: Path) -> N
     # Both skeleton colours are drawn on a labelled MPII sample.
     assert (pixels == (0, 229, 255)).all(axis=1).any() and (pixels == (255, 64, 160)).all(axis=1).any()
     index = (tmp_path / "index.html").read_text()
-    first_mpii = next(r for r in TeacherTargetCache(real_cache).dataset().records() if r.source.startswith("mpii"))
+    records = cached_records(TeacherTargetCache(real_cache).dataset().index)
+    first_mpii = next(r for r in records if r.source.startswith("mpii"))
     assert all(p.name in index for p in pictures) and first_mpii.image in index and "r_ankle" in index
 
 
@@ -122,8 +125,10 @@ def test_heat_layer_lands_on_the_heatmap_peak(tmp_path: Path) -> None:
     cache = TeacherTargetCache(tmp_path / "cache").open_or_create(provenance)
     heatmaps = np.zeros((1, 16, 8, 8), dtype=np.float32)
     heatmaps[0, 3, 5, 2] = 1.0  # joint 3 peaks at heatmap pixel (x=2, y=5)
+    plan = plan_inference([record], cache)
     with cache.writer() as writer:  # maxvals 0: no teacher joints drawn, only the heat layer
-        writer.add(cache.missing([record]), heatmaps, np.zeros((1, 16, 2)), np.zeros((1, 16, 2)), np.zeros((1, 16)))
+        writer.add(shard_batch(plan.records, plan.states, heatmaps, np.zeros((1, 16, 2)), np.zeros((1, 16, 2)),
+                               np.zeros((1, 16))))  # fmt: skip
     render_sample(cache.dataset(), 0, tmp_path / "out.png")
     with Image.open(tmp_path / "out.png") as picture:
         pixels = np.asarray(picture.convert("RGB"), dtype=np.int32)

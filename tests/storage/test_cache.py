@@ -19,9 +19,16 @@ from torch.utils.data import DataLoader
 from models.joints import MPII
 from pipeline.data.records import SampleRecord
 from pipeline.data.workers import worker_start_method
-from storage.cache import CacheLockedError, CacheMismatchError, CacheProvenance, TeacherTargetCache
-from storage.cache.index import DamagedShardWarning
-from storage.cache.shards import COMPRESSIONS
+from pipeline.teacher.plan import plan_inference
+from pipeline.teacher.records import cached_records, shard_batch
+from storage.cache import (
+    COMPRESSIONS,
+    CacheLockedError,
+    CacheMismatchError,
+    CacheProvenance,
+    DamagedShardWarning,
+    TeacherTargetCache,
+)
 
 K, HM_W, HM_H = 16, 8, 8
 
@@ -61,13 +68,19 @@ def fake_outputs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return heatmaps, joints, joints * 4.0, heatmaps.max(axis=(2, 3))
 
 
+def missing(cache: TeacherTargetCache, records: list[SampleRecord]) -> list[SampleRecord]:
+    """The records the cache lacks (new key or changed image), as planning finds them."""
+    return list(plan_inference(records, cache).records)
+
+
 def fill(cache: TeacherTargetCache, records: list[SampleRecord], seed: int = 0, shard_size: int = 4) -> np.ndarray:
-    """Infer-free write of ``cache.missing(records)``; returns the heatmaps written (N, K, H, W)."""
-    todo = cache.missing(records)
+    """Infer-free write of what ``cache`` lacks of ``records``; returns the heatmaps written (N, K, H, W)."""
+    plan = plan_inference(records, cache)
+    todo = list(plan.records)
     outputs = fake_outputs(len(todo), seed)
     with cache.writer(shard_size=shard_size) as writer:
         for start in range(0, len(todo), 3):  # batches that do not align with shards
-            writer.add(todo[start : start + 3], *(o[start : start + 3] for o in outputs))
+            writer.add(shard_batch(todo[start : start + 3], plan.states, *(o[start : start + 3] for o in outputs)))
     return outputs[0]
 
 
@@ -89,7 +102,7 @@ def test_round_trip_in_bounded_shards(tmp_path: Path, cache: TeacherTargetCache)
         np.testing.assert_allclose(item["heatmaps"].numpy(), heatmaps[i], atol=1e-3)  # float16 storage
         assert item["image"] == f"img{i}.png" and item["root"] == str((tmp_path / "a").resolve())
         assert item["labelled"] == (i % 3 == 0)
-    back = data.records()
+    back = cached_records(data.index)
     assert [r.key for r in back] == [r.key for r in records]
     np.testing.assert_array_equal(back[3].joints, records[3].joints)
     assert back[1].joints is None and back[1].fingerprint and back[1].path.exists()
@@ -114,11 +127,11 @@ def test_new_folder_costs_only_its_images(tmp_path: Path, cache: TeacherTargetCa
     fill(cache, old)
     new = make_folder(tmp_path, "b", 3, seed=1)
     everything = [*old, *new]
-    todo = cache.missing(everything)
+    todo = missing(cache, everything)
     assert [r.key for r in todo] == [r.key for r in new]
     fill(cache, everything, seed=1)
     assert len(cache.dataset()) == 8
-    assert cache.missing(everything) == []
+    assert missing(cache, everything) == []
 
 
 def test_edited_image_is_reinferred_and_superseded(tmp_path: Path, cache: TeacherTargetCache) -> None:
@@ -127,7 +140,7 @@ def test_edited_image_is_reinferred_and_superseded(tmp_path: Path, cache: Teache
     edited = records[2]
     Image.new("RGB", (20, 24), (255, 0, 0)).save(edited.path)
     os.utime(edited.path, ns=(1, 1))  # a distinct mtime even on coarse-clock filesystems
-    todo = cache.missing(records)
+    todo = missing(cache, records)
     assert [r.key for r in todo] == [edited.key]
     new_heatmaps = fill(cache, records, seed=7)
     manifest = cache.manifest()
@@ -135,9 +148,9 @@ def test_edited_image_is_reinferred_and_superseded(tmp_path: Path, cache: Teache
     assert manifest.superseded == {first: [2]}
     data = cache.dataset()
     assert len(data) == 5 and data.index.num_superseded == 1
-    i = [r.key for r in data.records()].index(edited.key)
+    i = [r.key for r in cached_records(data.index)].index(edited.key)
     np.testing.assert_allclose(data[i]["heatmaps"].numpy(), new_heatmaps[0], atol=1e-3)
-    assert cache.missing(records) == []
+    assert missing(cache, records) == []
 
 
 def test_mismatched_provenance_is_refused_naming_differences(cache: TeacherTargetCache) -> None:
@@ -190,7 +203,7 @@ def test_verify_reports_damage_and_reading_skips_it(tmp_path: Path, cache: Teach
     assert all(p.name in messages for p in (truncated, corrupt, gone))
     assert len(data) == 2 and data[1]["source"] == "folder/b"
     with pytest.warns(DamagedShardWarning):
-        assert len(cache.missing(records)) == 12  # the damaged shards' samples are planned again
+        assert len(missing(cache, records)) == 12  # the damaged shards' samples are planned again
 
 
 def test_leftovers_of_a_killed_writer(tmp_path: Path, cache: TeacherTargetCache) -> None:
@@ -212,7 +225,7 @@ def test_leftovers_of_a_killed_writer(tmp_path: Path, cache: TeacherTargetCache)
             pass
     assert not temp.exists()
     assert [s.name for s in cache.manifest().shards] == [orphan.name]  # adopted, not re-inferred
-    assert cache.missing(records) == []
+    assert missing(cache, records) == []
 
 
 def test_writer_rejects_wrong_shapes_and_reports_background_failures(
@@ -220,15 +233,16 @@ def test_writer_rejects_wrong_shapes_and_reports_background_failures(
 ) -> None:
     records = make_folder(tmp_path, "a", 2)
     heatmaps, joints, joints_image, maxvals = fake_outputs(2, 0)
+    wrong = shard_batch(records, {}, heatmaps[:, :, :4], joints, joints_image, maxvals)
     with cache.writer(shard_size=1) as writer, pytest.raises(ValueError, match="expects"):
-        writer.add(records, heatmaps[:, :, :4], joints, joints_image, maxvals)
+        writer.add(wrong)
 
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("storage.cache.writer.write_shard", disk_full)
     writer = cache.writer(shard_size=1)
-    writer.add(records[:1], heatmaps[:1], joints[:1], joints_image[:1], maxvals[:1])
+    writer.add(shard_batch(records[:1], {}, heatmaps[:1], joints[:1], joints_image[:1], maxvals[:1]))
     with pytest.raises(OSError, match="No space"):
         writer.close()
     monkeypatch.undo()
@@ -244,7 +258,7 @@ def test_every_compression_reads_back_within_float16_precision(
     records = make_folder(tmp_path, "a", 2)
     outputs = fake_outputs(2, 0)
     with cache.writer(compression=compression) as writer:
-        writer.add(records, *outputs)
+        writer.add(shard_batch(records, {}, *outputs))
     with __import__("h5py").File(cache.path / cache.manifest().shards[0].name, "r") as f:
         assert f.attrs["compression"] == compression
     got = torch.stack([item["heatmaps"] for item in cache.dataset()]).numpy()
