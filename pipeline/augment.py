@@ -16,8 +16,8 @@ import numpy as np
 
 from models.joints import JointSet
 from pipeline import geometry
-from pipeline.data.records import PIXEL_STD, SampleRecord
 from pipeline.geometry import Size
+from pipeline.records import PIXEL_STD, SampleRecord
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from pipeline.codec import HeatmapCodec
 from pipeline.data import coco as coco_data
 from pipeline.data import mpii as mpii_data
 from pipeline.data.crops import CropDataset
-from pipeline.data.records import SampleRecord
 from pipeline.data.workers import worker_start_method
 from pipeline.flip import final_heatmaps, flip_test
 from pipeline.metrics.coco import coco_keypoint_eval, keypoint_results
 from pipeline.metrics.pckh import pckh_table
+from pipeline.records import SampleRecord
 from pipeline.runtime import load_model
 from storage.annotations import save_coco_results, save_mpii_predictions
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from pipeline.data.records import PIXEL_STD
+from pipeline.records import PIXEL_STD
 
 Size = tuple[int, int]
 """(width, height) in pixels."""

@@ -28,8 +28,8 @@ from pycocotools.coco import COCO as CocoApi
 
 from models.joints import COCO
 from pipeline.data.paths import check_relative
-from pipeline.data.records import SampleRecord
 from pipeline.geometry import box_to_center_scale
+from pipeline.records import SampleRecord
 from storage.jsonfiles import read_json
 
 logger = logging.getLogger(__name__)

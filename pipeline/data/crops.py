@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from pipeline import geometry
 from pipeline.data.images import ImageDecodeError, load_image, to_tensor
-from pipeline.data.records import PIXEL_STD, SampleRecord
+from pipeline.records import PIXEL_STD, SampleRecord
 
 logger = logging.getLogger(__name__)
 

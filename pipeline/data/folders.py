@@ -26,8 +26,8 @@ from pathlib import Path
 
 from pipeline.data.images import ImageDecodeError, read_image_size
 from pipeline.data.paths import PathEscapeError, check_relative, resolve_inside
-from pipeline.data.records import SampleRecord
 from pipeline.geometry import box_to_center_scale
+from pipeline.records import SampleRecord
 
 logger = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ import scipy.io
 
 from models.joints import MPII
 from pipeline.data.paths import check_relative
-from pipeline.data.records import SampleRecord
 from pipeline.metrics.pckh import MpiiGroundTruth
+from pipeline.records import SampleRecord
 from storage.annotations import read_gt_mat
 from storage.atomic import atomic_write
 from storage.jsonfiles import read_json

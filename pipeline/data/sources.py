@@ -10,7 +10,7 @@ from pipeline.data.coco import load_coco
 from pipeline.data.folders import scan_folder, scan_unlabeled_root
 from pipeline.data.mpii import load_mpii
 from pipeline.data.paths import PathEscapeError, resolve_inside
-from pipeline.data.records import SampleRecord
+from pipeline.records import SampleRecord
 
 __all__ = [
     "DEFAULT_ASPECT",

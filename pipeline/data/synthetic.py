@@ -27,7 +27,7 @@ import numpy as np
 from models.joints import COCO
 from pipeline.data.figures import COCO_FROM_BODY, MPII_FROM_BODY, Figure, Scene, render_scene
 from pipeline.data.mpii import write_mpii_gt_mat
-from pipeline.data.records import PIXEL_STD
+from pipeline.records import PIXEL_STD
 from storage.atomic import atomic_write
 
 logger = logging.getLogger(__name__)

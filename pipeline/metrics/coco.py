@@ -18,7 +18,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from models.joints import COCO as COCO_JOINTS
-from pipeline.data.records import PIXEL_STD
+from pipeline.records import PIXEL_STD
 
 logger = logging.getLogger(__name__)
 

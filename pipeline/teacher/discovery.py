@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.data.records import SampleRecord
 from pipeline.data.sources import LoadedSource, SourceSpec, load_sources
+from pipeline.records import SampleRecord
 from pipeline.teacher.plan import InferencePlan, plan_inference, save_plan
 from storage.cache import TeacherTargetCache
 

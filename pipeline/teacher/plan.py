@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.records import SampleRecord
+from pipeline.records import SampleRecord
 from storage.atomic import atomic_write
 from storage.cache import TeacherTargetCache
 from storage.hashing import FileState, file_state

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.records import SampleRecord
+from pipeline.records import SampleRecord
 from storage.cache import CacheIndex, ShardBatch
 from storage.hashing import FileState, file_state
 

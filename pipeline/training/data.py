@@ -24,8 +24,8 @@ from models.joints import JointSet
 from pipeline.augment import AugmentConfig, CropParams, crop_params_matrix, sample_crop, transform_joints
 from pipeline.codec import HeatmapCodec
 from pipeline.data.images import load_image, to_tensor
-from pipeline.data.records import SampleRecord
 from pipeline.geometry import Size, compose_affine, crop_matrix, invert_affine, warp_image
+from pipeline.records import SampleRecord
 
 
 @dataclass(frozen=True)

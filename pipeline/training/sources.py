@@ -16,9 +16,9 @@ from models.joints import JointSet, get_joint_set
 from models.presets import ModelPreset
 from pipeline.augment import AugmentConfig
 from pipeline.codec import HeatmapCodec
-from pipeline.data.records import SampleRecord
 from pipeline.data.sources import SourceSpec, load_source
 from pipeline.evaluation import evaluate_model
+from pipeline.records import SampleRecord
 from pipeline.teacher.records import cached_records
 from pipeline.training.config import ConfigError, TrainConfig
 from pipeline.training.data import CachedTarget, DistillDataset

@@ -15,7 +15,7 @@ import numpy as np
 
 from storage.cache.manifest import Manifest
 from storage.cache.shards import NUMERIC_COLUMNS, STRING_COLUMNS, read_columns
-from storage.checkpoints import sha256_file
+from storage.hashing import sha256_file
 
 Columns = tuple[dict[str, list[str]], dict[str, np.ndarray]]
 

@@ -9,7 +9,7 @@ import torch
 from pipeline import geometry
 from pipeline.data.crops import CropDataset, crop_record
 from pipeline.data.images import load_image, to_tensor
-from pipeline.data.records import SampleRecord
+from pipeline.records import SampleRecord
 
 logger = logging.getLogger(__name__)
 

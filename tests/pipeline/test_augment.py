@@ -12,7 +12,7 @@ import pytest
 from models.joints import COCO, MPII
 from pipeline import geometry
 from pipeline.augment import AugmentConfig, CropParams, crop_params_matrix, sample_crop, transform_joints
-from pipeline.data.records import SampleRecord
+from pipeline.records import SampleRecord
 
 WIDTH = 80
 

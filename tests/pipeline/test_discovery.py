@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.records import SampleRecord
 from pipeline.data.sources import LoadedSource
+from pipeline.records import SampleRecord
 from pipeline.teacher.discovery import summarise
 from pipeline.teacher.plan import InferencePlan
 

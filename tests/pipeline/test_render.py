@@ -13,7 +13,7 @@ from PIL import Image
 from models.joints import MPII
 from models.presets import create_from_preset, get_preset
 from pipeline.cli import main
-from pipeline.data.records import SampleRecord
+from pipeline.records import SampleRecord
 from pipeline.render import heat_colours, render_sample
 from pipeline.teacher.plan import plan_inference
 from pipeline.teacher.records import cached_records, shard_batch

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data.records import SampleRecord
 from pipeline.data.sources import LoadedSource, SourceSpec
+from pipeline.records import SampleRecord
 from pipeline.students import (
     check_teacher_and_student,
     run_variants,

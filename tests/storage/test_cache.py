@@ -17,8 +17,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from models.joints import MPII
-from pipeline.data.records import SampleRecord
 from pipeline.data.workers import worker_start_method
+from pipeline.records import SampleRecord
 from pipeline.teacher.plan import plan_inference
 from pipeline.teacher.records import cached_records, shard_batch
 from storage.cache import (

@@ -13,8 +13,8 @@ from PIL import Image
 from models.joints import MPII
 from pipeline.augment import AugmentConfig, CropParams, sample_crop, transform_joints
 from pipeline.codec import HeatmapCodec
-from pipeline.data.records import SampleRecord
 from pipeline.geometry import apply_affine, crop_matrix
+from pipeline.records import SampleRecord
 from pipeline.training.data import CachedTarget, DistillDataset, warp_heatmaps
 
 
