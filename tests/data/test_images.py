@@ -10,11 +10,11 @@ from pipeline.data.images import (
     IMAGENET_STD,
     ImageDecodeError,
     draft_factor_for,
-    image_fingerprint,
     load_image,
     read_image_size,
     to_tensor,
 )
+from storage.hashing import file_fingerprint
 
 
 def _gradient(width: int = 64, height: int = 48) -> Image.Image:
@@ -112,9 +112,9 @@ def test_fingerprint_is_a_content_hash(tmp_path: Path) -> None:
     (tmp_path / "a.bin").write_bytes(b"abc")
     (tmp_path / "b.bin").write_bytes(b"abc")
     (tmp_path / "c.bin").write_bytes(b"abd")
-    fa = image_fingerprint(tmp_path / "a.bin")
+    fa = file_fingerprint(tmp_path / "a.bin")
     assert len(fa) == 32 and int(fa, 16) >= 0
-    assert fa == image_fingerprint(tmp_path / "b.bin") != image_fingerprint(tmp_path / "c.bin")
+    assert fa == file_fingerprint(tmp_path / "b.bin") != file_fingerprint(tmp_path / "c.bin")
 
 
 def test_to_tensor_normalises_and_swaps_colour_order() -> None:

@@ -22,8 +22,8 @@ from storage.checkpoints import (
     metadata_path,
     read_weights_metadata,
     save_weights,
-    sha256_file,
 )
+from storage.hashing import sha256_file
 
 
 def _tiny(num_joints: int = 16) -> nn.Module:

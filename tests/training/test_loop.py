@@ -144,19 +144,17 @@ def test_progress_bar_on_rank_zero_only(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def _build_cache(teacher_path: Path, records: list, cache_dir: Path) -> None:
-    from models import get_preset
-    from pipeline.teacher.inference import run_teacher_inference, teacher_provenance
-    from storage.cache import TeacherTargetCache
-    from storage.checkpoints import sha256_file
+    from pipeline.runtime import load_model
+    from pipeline.teacher.inference import open_teacher_cache, run_teacher_inference
+    from pipeline.teacher.plan import plan_inference
 
-    preset = get_preset("tiny_teacher_mpii")
-    teacher = create_from_preset(preset)
-    load_checkpoint(teacher, teacher_path, strict=True)
-    cache = TeacherTargetCache(cache_dir).open_or_create(teacher_provenance(preset, sha256_file(teacher_path)))
-    run_teacher_inference(teacher, preset, records, cache, batch_size=8, device="cpu", num_workers=0, progress=False)
+    preset, teacher = load_model("tiny_teacher_mpii", teacher_path)
+    cache = open_teacher_cache(cache_dir, preset, teacher_path)
+    run_teacher_inference(teacher, preset, plan_inference(records, cache), cache, batch_size=8, device="cpu",
+                          num_workers=0, progress=False)  # fmt: skip
 
 
-def test_cached_teacher_with_an_unlabelled_folder(synthetic_mpii: Path, tmp_path: Path) -> None:
+def test_cached_teacher_with_an_unlabeled_folder(synthetic_mpii: Path, tmp_path: Path) -> None:
     from pipeline.data.folders import scan_folder
     from pipeline.data.mpii import load_mpii
     from pipeline.data.synthetic import generate_unlabeled_folder
@@ -166,15 +164,15 @@ def test_cached_teacher_with_an_unlabelled_folder(synthetic_mpii: Path, tmp_path
     folder = tmp_path / "street"
     generate_unlabeled_folder(folder, 3, seed=2, size_range=(160, 200))
     labelled = load_mpii(synthetic_mpii, "train")
-    unlabelled = scan_folder(folder, input_aspect=1.0).records
-    _build_cache(tmp_path / "teacher.pt", labelled + unlabelled, tmp_path / "cache")
+    unlabeled = scan_folder(folder, input_aspect=1.0).records
+    _build_cache(tmp_path / "teacher.pt", labelled + unlabeled, tmp_path / "cache")
 
     config = tiny_recipe(synthetic_mpii, tmp_path / "cached", optim={"epochs": 1}, loss={"alpha": 0.5},
                          data={"teacher_cache": str(tmp_path / "cache"), "unlabeled": ["folder/street"]})
     result = train(config)
     log = read_log(result.log)
     assert log[0]["loss_teacher"] > 0 and log[0]["loss_ground_truth"] > 0
-    batches = -(-(len(labelled) + len(unlabelled)) // 4)
+    batches = -(-(len(labelled) + len(unlabeled)) // 4)
     assert len(log[0]["step_losses"]) == batches  # the unlabeled folder's records joined the labelled ones
 
 
