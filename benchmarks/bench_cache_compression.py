@@ -26,10 +26,11 @@ from models.joints import COCO, MPII
 from pipeline.codec import HeatmapCodec
 from pipeline.data.coco import load_coco
 from pipeline.data.mpii import load_mpii
-from pipeline.data.records import SampleRecord
 from pipeline.geometry import apply_affine, crop_matrix
-from storage.cache import CacheProvenance, TeacherTargetCache
-from storage.cache.shards import COMPRESSIONS
+from pipeline.records import SampleRecord
+from pipeline.teacher.plan import plan_inference
+from pipeline.teacher.records import shard_batch
+from storage.cache import COMPRESSIONS, CacheProvenance, TeacherTargetCache
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 
@@ -63,12 +64,13 @@ def measure(
     zeros = np.zeros((n, k, 2), dtype=np.float32)
     # Distinct instance ids: the repeated persons are separate samples.
     records = [SampleRecord(**{**r.__dict__, "instance_id": f"{r.instance_id}/{i}"}) for i, r in enumerate(records)]
-    records = cache.missing(records)  # fingerprints the images once, as inference does before writing
+    plan = plan_inference(records, cache)  # fingerprints the images once, as inference does before writing
+    records = list(plan.records)
     start = time.perf_counter()
     with cache.writer(shard_size=512, compression=name) as writer:
         for s in range(0, n, 64):
-            writer.add(records[s : s + 64], heatmaps[s : s + 64], zeros[s : s + 64], zeros[s : s + 64],
-                       heatmaps[s : s + 64].max(axis=(2, 3)))  # fmt: skip
+            writer.add(shard_batch(records[s : s + 64], plan.states, heatmaps[s : s + 64], zeros[s : s + 64],
+                                   zeros[s : s + 64], heatmaps[s : s + 64].max(axis=(2, 3))))  # fmt: skip
     write_s = time.perf_counter() - start
     shard_bytes = sum(e.size for e in cache.manifest().shards)
     data = cache.dataset(check_checksums=False)

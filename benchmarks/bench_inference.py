@@ -21,20 +21,23 @@ import time
 from pathlib import Path
 
 import torch
-from pipeline.inference import run_teacher_inference, teacher_provenance
 
 from models.joints import get_joint_set
-from models.presets import create_from_preset, get_preset
+from models.presets import ModelPreset
 from pipeline.data.folders import scan_folder
 from pipeline.flip import flip_test
+from pipeline.runtime import load_model, resolve_device
+from pipeline.teacher.inference import run_teacher_inference, teacher_provenance
+from pipeline.teacher.plan import plan_inference
 from storage.cache import TeacherTargetCache
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 
 
-def model_alone(model: torch.nn.Module, preset_name: str, batch_size: int, images: int, device: torch.device) -> float:
+def model_alone(
+    model: torch.nn.Module, preset: ModelPreset, batch_size: int, images: int, device: torch.device
+) -> float:
     """Images per second of the flip-test forward on ready tensors (one warm-up batch not counted)."""
-    preset = get_preset(preset_name)
     perm = get_joint_set(preset.joint_set).flip_permutation()
     w, h = preset.input_size
     batch = torch.randn(batch_size, 3, h, w, device=device).contiguous(memory_format=torch.channels_last)
@@ -49,14 +52,14 @@ def model_alone(model: torch.nn.Module, preset_name: str, batch_size: int, image
 
 
 def pipeline(
-    model: torch.nn.Module, preset_name: str, folder: Path, cache_dir: Path, batch_size: int, workers: int,
+    model: torch.nn.Module, preset: ModelPreset, folder: Path, cache_dir: Path, batch_size: int, workers: int,
     device: torch.device,
 ) -> tuple[float, int]:  # fmt: skip
-    preset = get_preset(preset_name)
-    records = scan_folder(folder, input_aspect=preset.input_size[0] / preset.input_size[1]).records
+    records = scan_folder(folder, input_aspect=preset.input_aspect).records
     cache = TeacherTargetCache(cache_dir).open_or_create(teacher_provenance(preset, "0" * 64))
     start = time.perf_counter()
-    report = run_teacher_inference(model, preset, records, cache, batch_size=batch_size, device=device,
+    plan = plan_inference(records, cache)  # timed: planning stats and fingerprints every image
+    report = run_teacher_inference(model, preset, plan, cache, batch_size=batch_size, device=device,
                                    num_workers=workers, progress=False)  # fmt: skip
     return report.new / (time.perf_counter() - start), report.new
 
@@ -68,11 +71,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     args = parser.parse_args()
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     torch.manual_seed(0)
-    model = create_from_preset(get_preset(args.preset)).eval().to(device).to(memory_format=torch.channels_last)
+    preset, model = load_model(args.preset, None)
+    model = model.eval().to(device).to(memory_format=torch.channels_last)
     photos = sorted([*(REAL / "coco" / "images" / "val2017").glob("*.jpg"), *(REAL / "mpii" / "images").glob("*.jpg")])
     alone, piped = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,8 +87,8 @@ def main() -> None:
         # Alternate the two measurements and compare each pipeline run with the model run just before it: on a
         # shared machine the load changes between runs more than the pipeline's own overhead.
         for r in range(args.repeats):
-            alone.append(model_alone(model, args.preset, args.batch_size, args.images, device))
-            rate, count = pipeline(model, args.preset, folder, Path(tmp) / f"cache{r}", args.batch_size, args.workers,
+            alone.append(model_alone(model, preset, args.batch_size, args.images, device))
+            rate, count = pipeline(model, preset, folder, Path(tmp) / f"cache{r}", args.batch_size, args.workers,
                                    device)  # fmt: skip
             piped.append(rate)
     ratios = [p / a for a, p in zip(alone, piped, strict=True)]

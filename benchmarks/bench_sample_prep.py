@@ -25,7 +25,7 @@ from pipeline.data.coco import load_coco
 from pipeline.data.crops import crop_record
 from pipeline.data.images import load_image
 from pipeline.data.mpii import load_mpii
-from pipeline.data.records import PIXEL_STD, SampleRecord
+from pipeline.records import PIXEL_STD, SampleRecord
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 
