@@ -23,11 +23,11 @@ import torch
 from models import create_from_preset, get_preset
 from pipeline.data.mpii import load_mpii
 from pipeline.data.synthetic import SyntheticConfig, generate_dataset
-from pipeline.teacher.inference import run_teacher_inference, teacher_provenance
+from pipeline.runtime import load_model
+from pipeline.teacher.inference import open_teacher_cache, run_teacher_inference
+from pipeline.teacher.plan import plan_inference
 from pipeline.training.config import config_from_dict
 from pipeline.training.loop import read_log, train
-from storage.cache import TeacherTargetCache
-from storage.checkpoints import sha256_file
 
 
 def _recipe(args: argparse.Namespace, root: Path, out: Path, mode: str, cache: Path, teacher: Path) -> dict:
@@ -73,14 +73,12 @@ def main() -> None:
     torch.manual_seed(0)
     teacher_path = work / "teacher.pt"
     torch.save(create_from_preset(teacher_preset).state_dict(), teacher_path)
-    cache = TeacherTargetCache(work / "cache").open_or_create(teacher_provenance(teacher_preset,
-                                                                                 sha256_file(teacher_path)))
-    records = load_mpii(root, "train", input_aspect=teacher_preset.input_size[0] / teacher_preset.input_size[1])
-    teacher = create_from_preset(teacher_preset)
-    teacher.load_state_dict(torch.load(teacher_path, weights_only=True))
+    cache = open_teacher_cache(work / "cache", teacher_preset, teacher_path)
+    records = load_mpii(root, "train", input_aspect=teacher_preset.input_aspect)
+    _, teacher = load_model(teacher_preset, teacher_path)
     tic = time.perf_counter()
-    run_teacher_inference(teacher, teacher_preset, records, cache, batch_size=args.batch_size, device=args.device,
-                          num_workers=args.workers, progress=False)
+    run_teacher_inference(teacher, teacher_preset, plan_inference(records, cache), cache, batch_size=args.batch_size,
+                          device=args.device, num_workers=args.workers, progress=False)  # fmt: skip
     cache_seconds = time.perf_counter() - tic
 
     # Alternate the modes (cache, online, cache, ...) so that a load change on a shared machine hits both.
