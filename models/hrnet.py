@@ -117,6 +117,10 @@ class PoseHighResolutionNet(nn.Module):
         num_joints: number of output heatmaps K.
     """
 
+    # HRNet's PRETRAINED_LAYERS: the modules an ImageNet HRNet file initialises (the rest is the pose head).
+    backbone_layers = ("conv1", "bn1", "conv2", "bn2", "layer1", "transition1", "stage2", "transition2", "stage3",
+                       "transition3", "stage4")  # fmt: skip
+
     def __init__(self, config: HRNetConfig, num_joints: int) -> None:
         super().__init__()
         self.config = config

@@ -80,7 +80,7 @@ _PRESET_LIST = (
                 "FPD COCO student: pose HRNet-W32"),
     ModelPreset("hrnet_w48_256x192", "hrnet_w48", (), "coco", (192, 256), (48, 64), "RGB",
                 "FPD COCO teacher: pose HRNet-W48"),
-    ModelPreset("resnet50_256x192", "resnet50", (), "coco", (192, 256), (48, 64), "RGB",
+    ModelPreset("resnet50_256x192", "resnet50", (), "coco", (192, 256), (48, 64), "BGR",
                 "SimpleBaseline ResNet-50, COCO"),
     ModelPreset("hrnet_w32_256x256", "hrnet_w32", (), "mpii", (256, 256), (64, 64), "RGB",
                 "pose HRNet-W32, MPII"),

@@ -44,6 +44,9 @@ class PoseResNet(nn.Module):
         num_joints: number of output heatmaps K.
     """
 
+    # torchvision's ResNet modules, which ImageNet files (resnet50-19c8e357.pth) initialise; ``fc`` is not used.
+    backbone_layers = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+
     def __init__(self, config: SimpleBaselineConfig, num_joints: int) -> None:
         super().__init__()
         self.config = config

@@ -24,7 +24,7 @@ import json
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,17 +249,40 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict: bool
     return _load(model, Path(path), strict=strict, require_any=False)
 
 
-def load_backbone(model: nn.Module, path: str | os.PathLike[str]) -> LoadReport:
-    """Initialise a pose network from ImageNet weights, by key name and shape (non-strict).
+def load_backbone(model: nn.Module, path: str | os.PathLike[str], layers: Sequence[str]) -> LoadReport:
+    """Initialise the backbone of a pose network from ImageNet weights, as HRNet's ``MODEL.PRETRAINED``.
 
-    ImageNet HRNet files (``hrnet_w32-36af842e.pth``) use the pose HRNet backbone names; torchvision ResNet files
-    (``resnet50-19c8e357.pth``) use the SimpleBaseline backbone names. Classifier layers (``fc``, ``classifier``,
-    ``incre_modules``, ...) are reported in ``skipped``; the pose head stays as initialised (``missing``).
+    HRNet loads the file's tensors whose top-level module is in ``PRETRAINED_LAYERS`` (``conv1`` ... ``stage4``;
+    ``conv1``, ``bn1``, ``layer1``..``layer4`` for a torchvision ResNet file) and leaves the pose head as
+    initialised. Unlike HRNet's ``strict=False`` load, every model tensor under ``layers`` must come from the file
+    with its shape, so the weights of another architecture (W48 into W32, ResNet-101 into ResNet-50) are refused
+    instead of half-loaded. File tensors the backbone does not use (the classifier: ``fc``, ``incre_modules``,
+    ``downsamp_modules``, ``final_layer``, ``classifier``; the extra fuse layers of the ImageNet HRNet's last
+    stage) are reported in ``unexpected``; the head's keys in ``missing``.
+
+    Args:
+        model: the pose network.
+        path: the ImageNet weights file.
+        layers: top-level module names of the backbone.
 
     Raises:
-        CheckpointMismatchError: not a single key of the file fits the model.
+        CheckpointMismatchError: a backbone tensor is absent from the file or shaped differently.
     """
-    return _load(model, Path(path), strict=False, require_any=True)
+    path = Path(path)
+    state, source, info = extract_state_dict(read_checkpoint(path), str(path))
+    expected = model.state_dict()
+    layer_set = set(layers)
+    backbone = {k: v for k, v in expected.items() if k.split(".")[0] in layer_set}
+    offered = {k: v for k, v in state.items() if k in backbone}
+    filled = _fill_num_batches_tracked(offered, backbone)
+    diff = _compare(offered, backbone)
+    if diff["missing"] or diff["mismatched"]:
+        message = _mismatch_message(path, {**diff, "unexpected": ()}).replace("the model", f"the backbone {layers}")
+        raise CheckpointMismatchError(message)
+    model.load_state_dict(offered, strict=False)
+    return LoadReport(path=str(path), source_format=source, loaded=tuple(offered), filled=tuple(filled), info=info,
+                      missing=tuple(k for k in expected if k not in offered),
+                      unexpected=tuple(k for k in state if k not in offered), mismatched=())
 
 
 def metadata_path(weights_path: str | os.PathLike[str]) -> Path:

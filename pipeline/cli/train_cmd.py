@@ -18,15 +18,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_train_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--print-recipe", action="store_true",
+        help="print the fully resolved recipe (batch per process, lr by epoch, init, augmentation, loss) and exit",
+    )
+    parser.add_argument("--world-size", type=int, default=1, metavar="N",
+                        help="with --print-recipe: the number of training processes (torchrun's WORLD_SIZE)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.training.config import load_config
+
+    config = load_config(args.config, [*args.set, *(["resume=true"] if args.resume else [])])
+    if args.print_recipe:
+        import yaml
+
+        from pipeline.training.recipe import recipe_summary, resolve_recipe
+
+        summary = recipe_summary(config, resolve_recipe(config, args.world_size))
+        print(json.dumps(summary, indent=1) if args.json else yaml.safe_dump(summary, sort_keys=False), end="")
+        return 0
     from pipeline.training.loop import train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = load_config(args.config, [*args.set, *(["resume=true"] if args.resume else [])])
     result = train(config)
     summary = {
         "checkpoint": str(result.checkpoint),

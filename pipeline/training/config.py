@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from pipeline.augment import AugmentConfig
 from pipeline.data.sources import SourceSpec
 
 LABELLED_KINDS = ("mpii", "coco")
@@ -80,6 +81,44 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _augment_entry(value: Any) -> Any:
+    """``augment: true/false`` is short for ``augment: {enabled: ...}`` (every parameter at its dataset default)."""
+    return {"enabled": value} if isinstance(value, bool) else value
+
+
+class AugmentSection(_Section):
+    """HRNet's training augmentation (``pipeline.augment.sample_crop``); every parameter of its config is a key.
+
+    A parameter left unset (null) takes HRNet's value for the dataset (``AugmentConfig.for_dataset``: COCO scale
+    0.35, rotation 45, half-body 0.3; MPII scale 0.25, rotation 30, no half-body). The rotation and flip
+    probabilities (0.6, 0.5) are constants in HRNet's ``JointsDataset``; they are keys here so that a recipe
+    states them.
+
+    Attributes:
+        enabled: False crops each record's box as is (no random draw).
+        scale_factor: HRNet ``SCALE_FACTOR``. rotation_factor: ``ROT_FACTOR`` (degrees).
+        rotation_prob: probability of rotating at all. flip: ``FLIP``. flip_prob: probability of a flip.
+        half_body_prob: ``PROB_HALF_BODY`` (0 switches it off; HRNet writes -1). half_body_num_joints:
+            ``NUM_JOINTS_HALF_BODY`` (half-body is tried with more visible joints than this).
+    """
+
+    enabled: StrictBool = True
+    scale_factor: Float | None = None
+    rotation_factor: Float | None = None
+    rotation_prob: Float | None = None
+    flip: StrictBool | None = None
+    flip_prob: Float | None = None
+    half_body_prob: Float | None = None
+    half_body_num_joints: StrictInt | None = None
+
+    def resolve(self, dataset: str) -> AugmentConfig | None:
+        """The augmentation a ``dataset`` ("mpii", "coco") sample gets: its defaults with the keys set here."""
+        if not self.enabled:
+            return None
+        given = {name: value for name, value in self if name != "enabled" and value is not None}
+        return dataclasses.replace(AugmentConfig.for_dataset(dataset), **given)
+
+
 class DataConfig(_Section):
     """What the student trains on.
 
@@ -89,21 +128,31 @@ class DataConfig(_Section):
             path scanned with ``pipeline.data.folders.scan_folder``. They train on the teacher term alone.
         teacher_cache: path of the ``storage.cache.TeacherTargetCache``; None trains without cached targets
             (ground truth alone, or ``teacher_online``).
-        augment: random scale/rotation/flip/half-body (HRNet defaults of ``pipeline.augment.AugmentConfig``).
-        batch_size: samples per process and step.
+        augment: random scale/rotation/flip/half-body (:class:`AugmentSection`; ``true`` / ``false`` for all
+            defaults / none).
+        batch_size: the GLOBAL batch, samples per optimiser step over all processes (the paper's batch); each of
+            the world's N processes loads ``batch_size / N`` (``pipeline.training.recipe.resolve_recipe``).
         workers: DataLoader worker processes per process.
     """
 
     labelled: tuple[LabelledSpec, ...] = ()
     unlabeled: tuple[str, ...] = ()
     teacher_cache: str | None = None
-    augment: StrictBool = True
+    augment: Annotated[AugmentSection, BeforeValidator(_augment_entry)] = Field(default_factory=AugmentSection)
     batch_size: StrictInt = 32
     workers: StrictInt = 4
 
 
 class OptimConfig(_Section):
-    """Optimiser and step schedule. Weight decay is decoupled (AdamW) and skips BatchNorm weights and biases."""
+    """Optimiser and step schedule. Weight decay is decoupled (AdamW) and skips BatchNorm weights and biases.
+
+    Attributes:
+        lr: the learning rate at ``reference_batch``.
+        milestones: HRNet's ``LR_STEP``, with HRNet's timing (``pipeline.training.schedule.build_scheduler``).
+        reference_batch: the global batch ``lr`` was tuned for (the paper's); None: ``data.batch_size``.
+        scale_lr: apply the linear scaling rule, ``lr * data.batch_size / reference_batch`` (off: HRNet and FPD
+            never rescale; a changed batch is then only reported).
+    """
 
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: Float = 1e-3
@@ -111,6 +160,8 @@ class OptimConfig(_Section):
     epochs: StrictInt = 210
     milestones: tuple[StrictInt, ...] = (170, 200)
     gamma: Float = 0.1
+    reference_batch: StrictInt | None = None
+    scale_lr: StrictBool = False
 
 
 class LossConfig(_Section):
@@ -197,6 +248,8 @@ class TrainConfig(_Section):
             raise ConfigError("data: no labelled or unlabeled source to train on")
         if self.optim.epochs < 1 or self.data.batch_size < 1 or self.eval.every < 1:
             raise ConfigError("optim.epochs, data.batch_size and eval.every must be >= 1")
+        if any(m < 1 for m in self.optim.milestones) or (self.optim.reference_batch or 1) < 1:
+            raise ConfigError("optim.milestones and optim.reference_batch must be >= 1")
         if self.eval.dataset is not None and self.eval.root is None:
             raise ConfigError("eval.root: required when eval.dataset is set")
         if self.student_init is not None and self.student_backbone is not None:
@@ -258,7 +311,7 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
 # Which class types the mapping at a dotted path (list indices dropped): the keys a typo is matched against.
 _SECTIONS: dict[str, type] = {
     "": TrainConfig, "data": DataConfig, "optim": OptimConfig, "loss": LossConfig, "eval": EvalConfig,
-    "data.labelled": SourceSpec,
+    "data.labelled": SourceSpec, "data.augment": AugmentSection,
 }
 
 

@@ -33,6 +33,7 @@ from pipeline.runtime import load_model
 from pipeline.training.config import ConfigError, TrainConfig, add_train_arguments, config_to_dict, load_config
 from pipeline.training.distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from pipeline.training.loss import FPDLoss
+from pipeline.training.recipe import describe_init, resolve_recipe
 from pipeline.training.schedule import build_optimizer, build_scheduler
 from pipeline.training.sources import build_train_dataset, evaluate
 from pipeline.training.state import BEST_NAME, CHECKPOINT_NAME, load_training_state, save_training_state
@@ -185,14 +186,23 @@ def train(config: TrainConfig) -> TrainResult:
         out = Path(config.output_dir)
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
-        preset = get_preset(config.student_preset)
+        recipe = resolve_recipe(config, info.world_size)
+        preset = recipe.preset
         precision = Precision.from_config(config.amp, device)
+        if info.is_main:
+            logger.info("global batch %d = %d process(es) x %d; lr %g; init: %s", recipe.global_batch,
+                        info.world_size, recipe.per_process_batch, recipe.lr, recipe.init)  # fmt: skip
+            if recipe.lr_note:
+                logger.warning("%s", recipe.lr_note)
+        if config.student_init and not Path(config.student_init).is_file():
+            raise ConfigError(f"student_init: no file {config.student_init}; train the ground-truth student first "
+                              "(e.g. configs/mpii_hg4_gt.yaml), or set student_init: null to train from scratch")
 
         dataset = build_train_dataset(config, preset)
         sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                      seed=config.seed)
         loader = DataLoader(
-            dataset, batch_size=config.data.batch_size, sampler=sampler, num_workers=config.data.workers,
+            dataset, batch_size=recipe.per_process_batch, sampler=sampler, num_workers=config.data.workers,
             pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(config.seed),
             multiprocessing_context=worker_start_method(config.data.workers),
             persistent_workers=config.data.workers > 0,
@@ -200,9 +210,13 @@ def train(config: TrainConfig) -> TrainResult:
 
         _, model = load_model(preset, config.student_init)
         if config.student_backbone:
-            report = load_backbone(model, config.student_backbone)
-            logger.info("backbone from %s: %d tensors loaded, %d left as initialised", config.student_backbone,
-                        len(report.loaded), len(report.missing))  # fmt: skip
+            layers = getattr(model, "backbone_layers", ())
+            if not layers:
+                raise ConfigError(f"student_backbone: {preset.name} ({preset.arch}) has no ImageNet backbone")
+            report = load_backbone(model, config.student_backbone, layers)
+            logger.info("backbone from %s: %d tensors loaded, %d file tensors skipped (%s...), %d left as "
+                        "initialised (the head)", config.student_backbone, len(report.loaded),
+                        len(report.unexpected), ", ".join(report.unexpected[:3]), len(report.missing))  # fmt: skip
         model.to(device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -218,7 +232,7 @@ def train(config: TrainConfig) -> TrainResult:
             confidence_weighting=config.loss.confidence_weighting, confidence_clip=config.loss.confidence_clip,
             min_teacher_confidence=config.loss.min_teacher_confidence,
         )
-        optimizer = build_optimizer(model_without_ddp, config.optim)
+        optimizer = build_optimizer(model_without_ddp, config.optim, recipe.lr)
         scheduler = build_scheduler(optimizer, config.optim)
 
         start_epoch, best_metric, best_epoch = 0, None, None
@@ -325,7 +339,8 @@ def _online_teacher(config: TrainConfig, student_preset: ModelPreset, device: to
 
 
 def _weights_metadata(config: TrainConfig, metrics: dict[str, float]) -> dict[str, object]:
-    return {"preset": config.student_preset, "metrics": metrics, "recipe": config_to_dict(config)}
+    return {"preset": config.student_preset, "init": describe_init(config), "metrics": metrics,
+            "recipe": config_to_dict(config)}
 
 
 def _changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:

@@ -14,7 +14,6 @@ from torch import nn
 
 from models.joints import JointSet, get_joint_set
 from models.presets import ModelPreset
-from pipeline.augment import AugmentConfig
 from pipeline.codec import HeatmapCodec
 from pipeline.data.sources import SourceSpec, load_source
 from pipeline.evaluation import evaluate_model
@@ -91,7 +90,7 @@ def build_train_dataset(config: TrainConfig, preset: ModelPreset) -> DistillData
     return DistillDataset(
         records, joint_set=joint_set, input_size=preset.input_size, heatmap_size=preset.heatmap_size,
         color_order=preset.color_order, codec=HeatmapCodec(preset.input_size, preset.heatmap_size),
-        teacher=cache, augment=AugmentConfig.for_dataset(joint_set.name) if config.data.augment else None,
+        teacher=cache, augment=config.data.augment.resolve(joint_set.name),
         seed=config.seed,
     )
 

@@ -191,49 +191,76 @@ def test_sha256_file(tmp_path):
     assert sha256_file(path, chunk_size=7) == hashlib.sha256(b"abc" * 1000).hexdigest()
 
 
+def _imagenet_resnet_file(model: PoseResNet, path, drop: str | None = None):
+    """A torchvision-named ImageNet ResNet file for ``model``'s backbone (+ ``fc``), without ``drop``."""
+    state = {k: torch.randn_like(v.float()).to(v.dtype) for k, v in model.state_dict().items()
+             if k.split(".")[0] in PoseResNet.backbone_layers and k != drop and "num_batches_tracked" not in k}
+    state |= {"fc.weight": torch.randn(1000, 2048), "fc.bias": torch.randn(1000)}
+    torch.save(state, path)
+    return state
+
+
 def test_load_backbone_from_torchvision_resnet_names(tmp_path):
-    """A torchvision ResNet file (here its stem and fc only) initialises the SimpleBaseline backbone by name."""
-    torch.manual_seed(0)
+    """A torchvision ResNet file initialises every backbone tensor by name; fc is skipped, the head kept."""
     with torch.device("meta"):
-        reference_keys = list(torchvision.models.resnet50().state_dict())
-    # Same stem names as ResNet-50 (see tests/models/test_simple_baseline.py), a fraction of the build time.
+        reference_keys = set(torchvision.models.resnet50().state_dict())
+    # Same module names as ResNet-50 (see tests/models/test_simple_baseline.py), a fraction of the build time.
     model = PoseResNet(SimpleBaselineConfig(layers=(1, 1, 1, 1)), num_joints=17)
-    imagenet = {
-        "conv1.weight": torch.randn(64, 3, 7, 7),
-        "bn1.weight": torch.rand(64), "bn1.bias": torch.rand(64),
-        "bn1.running_mean": torch.rand(64), "bn1.running_var": torch.rand(64) + 1,
-        "fc.weight": torch.randn(1000, 2048), "fc.bias": torch.randn(1000),
-    }  # fmt: skip
-    assert set(imagenet) <= set(reference_keys)
-    torch.save(imagenet, tmp_path / "resnet50-19c8e357.pth")
-    report = load_backbone(model, tmp_path / "resnet50-19c8e357.pth")
+    head_before = model.final_layer.weight.detach().clone()
+    imagenet = _imagenet_resnet_file(model, tmp_path / "resnet50-19c8e357.pth")
+    assert {k for k in imagenet if not k.startswith("layer")} <= reference_keys  # stem and fc: torchvision names
+    report = load_backbone(model, tmp_path / "resnet50-19c8e357.pth", PoseResNet.backbone_layers)
     assert set(report.loaded) - set(report.filled) == {k for k in imagenet if not k.startswith("fc.")}
-    assert report.skipped == ("fc.weight", "fc.bias")
+    assert report.unexpected == ("fc.weight", "fc.bias")
     assert "final_layer.weight" in report.missing and "bn1.num_batches_tracked" in report.filled
-    assert torch.equal(model.conv1.weight, imagenet["conv1.weight"])
+    assert torch.equal(model.layer4[0].conv1.weight, imagenet["layer4.0.conv1.weight"])
+    assert torch.equal(model.final_layer.weight, head_before)
 
 
-def test_load_backbone_from_imagenet_hrnet_names(tmp_path):
-    """ImageNet HRNet keys are the pose backbone's; its classifier head (final_layer.0, classifier) is skipped."""
-    with torch.device("meta"):
-        pose_keys = models.create_model("hrnet_w32", num_joints=17).state_dict()
-    stem = ("conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight", "transition1.0.0.weight")
-    assert all(k in pose_keys for k in stem)
-    model = nn.Module()
-    model.conv1 = nn.Conv2d(3, 4, 3, bias=False)
-    model.final_layer = nn.Conv2d(4, 17, 1)
-    state = {"conv1.weight": torch.randn(4, 3, 3, 3), "final_layer.0.weight": torch.randn(8, 4, 1, 1),
-             "classifier.weight": torch.randn(1000, 8)}  # fmt: skip
-    torch.save(state, tmp_path / "hrnet_w32-36af842e.pth")
-    report = load_backbone(model, tmp_path / "hrnet_w32-36af842e.pth")
-    assert report.loaded == ("conv1.weight",) and set(report.skipped) == {"final_layer.0.weight", "classifier.weight"}
-    assert set(report.missing) == {"final_layer.weight", "final_layer.bias"}
-
-
-def test_load_backbone_refuses_an_unrelated_file(tmp_path):
+def test_load_backbone_refuses_a_partial_or_foreign_backbone(tmp_path):
+    """HRNet's strict=False would half-load these; a missing or wrongly shaped backbone tensor is an error."""
+    model = PoseResNet(SimpleBaselineConfig(layers=(1, 1, 1, 1)), num_joints=17)
+    _imagenet_resnet_file(model, tmp_path / "partial.pth", drop="layer3.0.conv2.weight")
+    with pytest.raises(CheckpointMismatchError, match=r"backbone.*1 missing keys: layer3.0.conv2.weight"):
+        load_backbone(model, tmp_path / "partial.pth", PoseResNet.backbone_layers)
+    deeper = PoseResNet(SimpleBaselineConfig(layers=(1, 1, 1, 1)), num_joints=17)
+    deeper.layer1[0].conv1 = nn.Conv2d(64, 32, 1, bias=False)  # another architecture's shapes
+    _imagenet_resnet_file(deeper, tmp_path / "other_arch.pth")
+    with pytest.raises(CheckpointMismatchError, match=r"wrongly shaped keys: layer1.0.conv1.weight"):
+        load_backbone(model, tmp_path / "other_arch.pth", PoseResNet.backbone_layers)
     torch.save({"encoder.weight": torch.zeros(3)}, tmp_path / "bert.pth")
-    with pytest.raises(CheckpointMismatchError, match="no key could be loaded"):
-        load_backbone(_tiny(), tmp_path / "bert.pth")
+    with pytest.raises(CheckpointMismatchError, match="missing keys"):
+        load_backbone(model, tmp_path / "bert.pth", PoseResNet.backbone_layers)
+
+
+def test_load_backbone_from_an_imagenet_hrnet_file(tmp_path):
+    """An ImageNet HRNet-W32 file in its key layout: the PRETRAINED_LAYERS load, its classifier is skipped.
+
+    The classification HRNet keeps multi-scale outputs in its last stage (extra ``stage4.2.fuse_layers.1.*``) and
+    has ``incre_modules``, ``downsamp_modules``, a 2048-channel ``final_layer`` and a ``classifier``: none of them
+    reaches the pose network, whose own 1x1 ``final_layer`` stays as initialised.
+    """
+    torch.manual_seed(0)
+    model = models.create_model("hrnet_w32", num_joints=17)
+    head_before = model.final_layer.weight.detach().clone()
+    backbone = {k: torch.randn_like(v.float()).to(v.dtype) for k, v in model.state_dict().items()
+                if k.split(".")[0] in model.backbone_layers}  # fmt: skip
+    classifier = {"stage4.2.fuse_layers.1.0.0.0.weight": torch.randn(64, 32, 3, 3),
+                  "incre_modules.0.0.conv1.weight": torch.randn(32, 32, 1, 1),
+                  "downsamp_modules.0.0.weight": torch.randn(256, 128, 3, 3),
+                  "final_layer.0.weight": torch.randn(2048, 1024, 1, 1), "final_layer.0.bias": torch.randn(2048),
+                  "classifier.weight": torch.randn(1000, 2048), "classifier.bias": torch.randn(1000)}  # fmt: skip
+    torch.save({**backbone, **classifier}, tmp_path / "hrnet_w32-36af842e.pth")
+    report = load_backbone(model, tmp_path / "hrnet_w32-36af842e.pth", model.backbone_layers)
+    assert set(report.loaded) == set(backbone) and set(report.unexpected) == set(classifier)
+    assert set(report.missing) == {"final_layer.weight", "final_layer.bias"}
+    assert torch.equal(model.stage4[2].branches[3][0].conv1.weight, backbone["stage4.2.branches.3.0.conv1.weight"])
+    assert torch.equal(model.final_layer.weight, head_before)
+    w48 = models.create_model("hrnet_w48", num_joints=17)
+    torch.save({k: v for k, v in w48.state_dict().items() if k.split(".")[0] in w48.backbone_layers},
+               tmp_path / "hrnet_w48-8ef0771d.pth")  # fmt: skip
+    with pytest.raises(CheckpointMismatchError, match="wrongly shaped"):
+        load_backbone(model, tmp_path / "hrnet_w48-8ef0771d.pth", model.backbone_layers)
 
 
 def test_sidecar_is_valid_json(tmp_path, trained):

@@ -34,7 +34,8 @@ def test_stop_after_epoch_one_then_resume_continues_the_same_curve(synthetic_mpi
 
     a, b = read_log(straight.log), read_log(resumed.log)
     assert [r["epoch"] for r in b] == [0, 1, 2]
-    assert [r["lr"] for r in b] == [1e-3, 1e-3, 1e-4]  # the scheduler state came back too
+    # Milestone 2 decays from epoch 1 (HRNet's timing); a fresh scheduler after the resume would log 1e-3 there.
+    assert [r["lr"] for r in b] == [1e-3, 1e-4, 1e-4]
     for ra, rb in zip(a, b, strict=True):
         assert len(ra["step_losses"]) >= 2
         assert ra["step_losses"] == rb["step_losses"]  # bit-identical: same crops, order, weights and moments
