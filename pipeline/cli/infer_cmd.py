@@ -36,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compression", choices=("none", "lzf", "gzip1", "gzip4", "lzf-q", "gzip1-q"), default="lzf",
                         help="shard compression (default lzf; see docs/cache.md)")  # fmt: skip
     parser.add_argument("--decode", choices=("hrnet", "dark"), default="hrnet", help="joint decoding rule")
+    parser.add_argument("--draft-decode", action="store_true",
+                        help="decode JPEGs at reduced size (libjpeg draft mode) when the crop shrinks them: faster, "
+                             "but not the pixels the teacher was trained on; recorded in the cache, which then "
+                             "refuses runs without it (see docs/cache.md)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -67,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if args.detections is not None and not args.coco:
         raise UserError("--detections applies to --coco sources, and none was given")
     preset, model = load_model(args.teacher, args.checkpoint)
-    cache = open_teacher_cache(args.cache, preset, args.checkpoint, decode=args.decode)
+    cache = open_teacher_cache(args.cache, preset, args.checkpoint, decode=args.decode,
+                               draft_decode=args.draft_decode)  # fmt: skip
 
     specs = [parse_source_spec(kind, text)
              for kind, texts in (("mpii", args.mpii), ("coco", args.coco), ("folder", args.folder)) for text in texts]
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         report = run_teacher_inference(
             model, preset, plan, cache, batch_size=args.batch_size, device=resolve_device(args.device or "auto"),
             shard_index=shard_index, num_shards=num_shards, num_workers=args.workers, shard_size=args.shard_size,
-            progress=not args.no_progress, compression=args.compression,
+            progress=not args.no_progress, compression=args.compression, draft_decode=args.draft_decode,
         )  # fmt: skip
     except CacheLockedError as exc:
         raise UserError(str(exc)) from None

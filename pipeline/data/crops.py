@@ -1,5 +1,8 @@
 """Person crops as network inputs, for teacher inference and evaluation (no augmentation).
 
+Images are decoded in full unless asked otherwise: the teachers were trained, and students train, on full
+decodes, and a JPEG draft decode is some grey levels off them (docs/cache.md, "JPEG draft decoding").
+
 One bad file must never stop a run over 100k images: a record whose image cannot be decoded yields ``ok=False``,
 a zero image and the error message, and the caller records it as a failure by name.
 """
@@ -22,14 +25,15 @@ logger = logging.getLogger(__name__)
 
 
 def crop_record(
-    record: SampleRecord, input_size: geometry.Size, *, use_draft: bool = True
+    record: SampleRecord, input_size: geometry.Size, *, use_draft: bool = False
 ) -> tuple[np.ndarray, Image.Image]:
     """Decode and crop one record's person box.
 
     Args:
         record: the person to crop (its ``center``, ``scale``, ``rotation``).
         input_size: crop (width, height).
-        use_draft: decode JPEGs at a reduced size when the crop shrinks them by 2 or more.
+        use_draft: decode JPEGs at a reduced size when the crop shrinks them by 2 or more (faster, not the
+            pixels of a full decode).
 
     Returns:
         (matrix, crop): the (2, 3) original-image-to-crop matrix and the crop as a PIL RGB image.
@@ -55,7 +59,7 @@ class CropDataset(Dataset):
         records: people to crop.
         input_size: network input (width, height).
         color_order: ``"RGB"`` or ``"BGR"``, the model preset's channel order.
-        use_draft: allow JPEG draft decoding (see ``pipeline.data.images``).
+        use_draft: allow JPEG draft decoding (see ``pipeline.data.images``); off by default.
     """
 
     def __init__(
@@ -64,7 +68,7 @@ class CropDataset(Dataset):
         input_size: geometry.Size,
         color_order: str,
         *,
-        use_draft: bool = True,
+        use_draft: bool = False,
     ) -> None:
         if color_order not in ("RGB", "BGR"):
             raise ValueError(f"color_order must be 'RGB' or 'BGR', got {color_order!r}")

@@ -3,10 +3,13 @@
 Pixels are read as stored: the EXIF orientation tag is ignored, as MPII/COCO annotations refer to the raw pixel
 grid (and so do HRNet and MMPose, which read with OpenCV's ``IMREAD_IGNORE_ORIENTATION``).
 
-JPEG draft mode: libjpeg can decode at 1/2, 1/4 or 1/8 of the size by scaling the DCT, several times faster than
-a full decode. A crop that shrinks the image anyway (zoom < 1/2) loses nothing visible by starting from such a
-reduced image. Reduced pixel ``i`` averages the original pixels ``k*i .. k*i + k - 1``, so its centre is the
-original coordinate ``k * i + (k - 1) / 2``: ``LoadedImage.draft_to_original`` is that matrix, to compose with
+JPEG draft mode: libjpeg can decode at 1/2, 1/4 or 1/8 of the size by scaling the DCT, faster than a full decode.
+A crop that shrinks the image anyway (zoom < 1/2) keeps its resolution when it starts from such a reduced image,
+but not its pixels: the scaled DCT is not what the bilinear crop of a full decode samples, and on the real MPII
+and COCO photos crops differ by 1.8-5.3 grey levels on average and by 37-242 at some pixels (docs/cache.md), so it
+is opt-in (``load_image(draft_scale=...)``, ``use_draft`` of ``pipeline.data.crops``). Reduced pixel ``i``
+averages the original pixels ``k*i .. k*i + k - 1``, so its centre is the original coordinate
+``k * i + (k - 1) / 2``: ``LoadedImage.draft_to_original`` is that matrix, to compose with
 the crop matrix.
 """
 

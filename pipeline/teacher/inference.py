@@ -2,8 +2,10 @@
 
 Worker processes decode and crop images (``CropDataset``) while the model runs; the model sees one doubled
 batch per step (image + mirror, ``pipeline.flip.flip_test``) in ``torch.inference_mode``, channels-last, under
-bf16 autocast on CUDA. Records are split between ``num_shards`` processes by a stable hash of their key, so
-several processes (or machines sharing a folder) can fill one cache side by side, each in its own lock slot.
+bf16 autocast on CUDA. JPEGs are decoded in full unless ``draft_decode`` asks for libjpeg's faster reduced-size
+decoding, which the cache then records (its targets differ: docs/cache.md). Records are split between
+``num_shards`` processes by a stable hash of their key, so several processes (or machines sharing a folder) can
+fill one cache side by side, each in its own lock slot.
 What to infer comes from a plan (``pipeline.teacher.plan``): re-running skips what the cache already holds.
 """
 
@@ -53,9 +55,16 @@ class InferenceReport:
 
 
 def teacher_provenance(
-    preset: ModelPreset, checkpoint_sha256: str, *, flip: bool = True, flip_shift: bool = True, decode: str = "hrnet"
+    preset: ModelPreset,
+    checkpoint_sha256: str,
+    *,
+    flip: bool = True,
+    flip_shift: bool = True,
+    decode: str = "hrnet",
+    draft_decode: bool = False,
 ) -> CacheProvenance:
-    """The cache identity of ``preset`` with the weights hashed to ``checkpoint_sha256``."""
+    """The cache identity of ``preset`` with the weights hashed to ``checkpoint_sha256``, its inputs decoded in
+    full (or as JPEG drafts with ``draft_decode``)."""
     joints = get_joint_set(preset.joint_set)
     return CacheProvenance(
         teacher_preset=preset.name,
@@ -69,19 +78,43 @@ def teacher_provenance(
         flip_shift=flip_shift,
         decode=decode,
         color_order=preset.color_order,
+        draft_decode=draft_decode,
     )
 
 
+def _refusal(path: str | Path, differences: list[str], draft_decode: bool) -> CacheMismatchError:
+    """The mismatch error, saying what to do when the JPEG decoding is (one of) the differences."""
+    cached, asked = ("full", "draft") if draft_decode else ("draft", "full")
+    advice = "drop --draft-decode / draft_decode=True" if draft_decode else "pass --draft-decode / draft_decode=True"
+    explained = [
+        f"{d} (the cache holds targets of {cached} JPEG decodes and this run would add {asked} decodes: use a new "
+        f"cache folder, or {advice} to extend this one)" if d.startswith("draft_decode:") else d
+        for d in differences
+    ]  # fmt: skip
+    return CacheMismatchError(str(path), explained)
+
+
 def open_teacher_cache(
-    cache_dir: str | Path, preset: ModelPreset, checkpoint: str | Path, *, decode: str = "hrnet"
+    cache_dir: str | Path,
+    preset: ModelPreset,
+    checkpoint: str | Path,
+    *,
+    decode: str = "hrnet",
+    draft_decode: bool = False,
 ) -> TeacherTargetCache:
     """Open (or create) the cache folder with this teacher's identity; a cache of another teacher is refused.
+
+    Like another teacher, another JPEG decoding (``draft_decode``) is refused rather than re-inferred: the cache
+    keeps one kind of targets, and which of them to keep is the user's choice (a new folder, or the other flag).
 
     Raises:
         CacheMismatchError: the folder holds a cache made otherwise (the message names each difference).
     """
-    provenance = teacher_provenance(preset, sha256_file(checkpoint), decode=decode)
-    return TeacherTargetCache(cache_dir).open_or_create(provenance)
+    provenance = teacher_provenance(preset, sha256_file(checkpoint), decode=decode, draft_decode=draft_decode)
+    try:
+        return TeacherTargetCache(cache_dir).open_or_create(provenance)
+    except CacheMismatchError as exc:
+        raise _refusal(cache_dir, exc.differences, draft_decode) from None
 
 
 def run_teacher_inference(
@@ -98,6 +131,7 @@ def run_teacher_inference(
     shard_size: int = 512,
     progress: bool = True,
     compression: str = DEFAULT_COMPRESSION,
+    draft_decode: bool = False,
 ) -> InferenceReport:
     """Infer teacher heatmaps for the records of this slot that the cache lacks, and store them.
 
@@ -118,16 +152,18 @@ def run_teacher_inference(
         shard_size: samples per shard file (bounds the writer's memory).
         progress: show a tqdm bar.
         compression: shard compression, a key of ``storage.cache.COMPRESSIONS`` (see docs/cache.md).
+        draft_decode: decode JPEGs in draft mode (faster, slightly different targets); must match the cache's.
 
     Returns:
         New, skipped and failed counts, the failed file names and the committed shards.
     """
     provenance = cache.provenance
     expected = teacher_provenance(preset, provenance.checkpoint_sha256, flip=provenance.flip_test,
-                                  flip_shift=provenance.flip_shift, decode=provenance.decode)  # fmt: skip
+                                  flip_shift=provenance.flip_shift, decode=provenance.decode,
+                                  draft_decode=draft_decode)  # fmt: skip
     differences = provenance.diff(expected)
     if differences:
-        raise CacheMismatchError(str(cache.path), differences)
+        raise _refusal(cache.path, differences, draft_decode)
 
     mine = select_slot(plan, shard_index, num_shards)
     device = torch.device(device)
@@ -148,7 +184,7 @@ def run_teacher_inference(
         logger.info("slot %d/%d: %d records, %d cached, %d to infer", shard_index, num_shards,
                     len(todo) + skipped + len(mine.unreadable), skipped, len(todo))  # fmt: skip
         loader = DataLoader(
-            CropDataset(todo, preset.input_size, preset.color_order),
+            CropDataset(todo, preset.input_size, preset.color_order, use_draft=draft_decode),
             batch_size=batch_size,
             shuffle=False,
             num_workers=num_workers if todo else 0,

@@ -40,6 +40,7 @@ class ShardJob:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
         num_workers: image decoding processes.
         torch_threads: CPU threads (None: torch's default).
+        draft_decode: decode JPEGs in draft mode (faster, slightly different targets; recorded in the cache).
     """
 
     teacher_preset: str
@@ -52,6 +53,7 @@ class ShardJob:
     device: str = "auto"
     num_workers: int = 4
     torch_threads: int | None = None
+    draft_decode: bool = False
 
     @property
     def report_path(self) -> Path:
@@ -87,9 +89,10 @@ def run_shard(job: ShardJob) -> ShardReport:
     set_torch_threads(job.torch_threads)
     preset, model = load_model(job.teacher_preset, job.teacher_checkpoint)
     report = run_teacher_inference(
-        model, preset, load_plan(job.plan_path), open_teacher_cache(job.cache_dir, preset, job.teacher_checkpoint),
+        model, preset, load_plan(job.plan_path),
+        open_teacher_cache(job.cache_dir, preset, job.teacher_checkpoint, draft_decode=job.draft_decode),
         batch_size=job.batch_size, device=resolve_device(job.device), shard_index=job.shard_index,
-        num_shards=job.num_shards, num_workers=job.num_workers, progress=False,
+        num_shards=job.num_shards, num_workers=job.num_workers, progress=False, draft_decode=job.draft_decode,
     )  # fmt: skip
     result = ShardReport(
         job.shard_index, job.num_shards, report.new, report.skipped, report.failed, report.failed_files,

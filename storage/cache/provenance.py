@@ -38,6 +38,8 @@ class CacheProvenance:
         flip_shift: whether the mirrored pass was shifted by one heatmap pixel (HRNet's ``SHIFT_HEATMAP``).
         decode: rule that produced the stored teacher joints (``"hrnet"`` or ``"dark"``).
         color_order: channel order the teacher was fed (``"RGB"`` or ``"BGR"``).
+        draft_decode: whether JPEG inputs were decoded at reduced size (libjpeg's scaled DCT, "draft mode")
+            instead of in full; the two give inputs some grey levels apart, so their targets differ.
         package_version: version of this package that wrote the cache (not part of the identity).
         created: ISO time the cache was created (not part of the identity).
     """
@@ -53,6 +55,7 @@ class CacheProvenance:
     flip_shift: bool = True
     decode: str = "hrnet"
     color_order: str = "RGB"
+    draft_decode: bool = False
     package_version: str = ""
     created: str = ""
 
@@ -83,6 +86,9 @@ class CacheProvenance:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CacheProvenance:
         known = {f.name for f in fields(cls)}
+        # Caches written before the field existed were all inferred from draft decodes: reading them as such means
+        # that adding full-decode targets to one is refused instead of silently mixed in.
+        data = {"draft_decode": True, **data}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod

@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pipeline import geometry
 from pipeline.data.crops import CropDataset, crop_record
@@ -82,3 +83,19 @@ def test_crop_dataset_items_and_bad_files(real_data: Path, tmp_path: Path) -> No
     assert batch["ok"].tolist() == [True, False, False]
     with pytest.raises(ValueError, match="color_order"):
         CropDataset([good], (48, 64), "bgr")
+
+
+def test_crops_are_full_decodes_unless_draft_is_asked(tmp_path: Path) -> None:
+    # A textured JPEG that the crop shrinks 6x: draft mode would decode it at 1/4, which gives other pixels.
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(texture).resize((400, 400), Image.Resampling.BICUBIC).save(tmp_path / "t.jpg", quality=90)
+    record = _record(tmp_path, "t.jpg", (200.0, 200.0), 2.0, aspect=1.0)
+    size = (64, 64)
+    assert load_image(record.path, draft_scale=size[0] / (2.0 * 200)).draft_factor == 4
+    full = to_tensor(crop_record(record, size, use_draft=False)[1], "RGB")
+    draft = to_tensor(crop_record(record, size, use_draft=True)[1], "RGB")
+    assert not torch.allclose(full, draft, atol=0.05)
+    torch.testing.assert_close(to_tensor(crop_record(record, size)[1], "RGB"), full, rtol=0, atol=0)
+    torch.testing.assert_close(CropDataset([record], size, "RGB")[0]["image"], full, rtol=0, atol=0)
+    torch.testing.assert_close(CropDataset([record], size, "RGB", use_draft=True)[0]["image"], draft, rtol=0, atol=0)

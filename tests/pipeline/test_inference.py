@@ -18,13 +18,18 @@ from PIL import Image
 
 from models.joints import MPII
 from models.presets import create_from_preset, get_preset
+from pipeline.cli import main
 from pipeline.codec import HeatmapCodec
 from pipeline.data.crops import CropDataset
 from pipeline.data.folders import scan_folder
-from pipeline.teacher.inference import run_teacher_inference, teacher_provenance
+from pipeline.flip import flip_test
+from pipeline.records import SampleRecord
+from pipeline.teacher import inference
+from pipeline.teacher.inference import open_teacher_cache, run_teacher_inference, teacher_provenance
 from pipeline.teacher.plan import plan_inference
 from pipeline.teacher.records import cached_records
 from storage.cache import CacheMismatchError, TeacherTargetCache
+from storage.checkpoints import save_weights
 
 PRESET = get_preset("tiny_teacher_mpii")
 REPO = Path(__file__).resolve().parents[2]
@@ -118,6 +123,80 @@ def test_wrong_teacher_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CacheMismatchError, match="heatmap_size"):
         run_teacher_inference(create_from_preset(coco), coco, plan_inference(records, cache), cache, batch_size=1,
                               device="cpu", num_workers=0, progress=False)  # fmt: skip
+
+
+def make_jpegs(folder: Path, count: int) -> None:
+    """Textured 600x600 JPEGs: a whole-image crop shrinks them ~6x, so draft mode would decode them at 1/4."""
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        texture = Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8))
+        texture.resize((600, 600), Image.Resampling.BICUBIC).save(folder / f"im{i}.jpg", quality=90)
+
+
+def flip_maps(model: torch.nn.Module, records: list[SampleRecord], use_draft: bool) -> np.ndarray:
+    images = torch.stack([item["image"] for item in CropDataset(records, PRESET.input_size, PRESET.color_order,
+                                                                 use_draft=use_draft)])  # fmt: skip
+    with torch.inference_mode():
+        return flip_test(model, images, MPII.flip_permutation()).numpy()
+
+
+def test_targets_come_from_full_decodes_unless_draft_decode_is_asked(tmp_path: Path) -> None:
+    make_jpegs(tmp_path / "imgs", 2)
+    model = tiny_teacher()
+    full_cache = new_cache(tmp_path / "full")
+    assert infer(model, tmp_path / "imgs", full_cache).new == 2
+    records = cached_records(full_cache.dataset().index)
+    full, draft = flip_maps(model, records, use_draft=False), flip_maps(model, records, use_draft=True)
+    assert np.abs(full - draft).max() > 0.01  # the two decodings really give other targets here
+    stored = torch.stack([item["heatmaps"] for item in full_cache.dataset()]).numpy()
+    np.testing.assert_allclose(stored, full, atol=2e-3, rtol=2e-3)  # the default: full decodes
+    assert full_cache.provenance.draft_decode is False
+
+    draft_cache = TeacherTargetCache(tmp_path / "draft").open_or_create(
+        teacher_provenance(PRESET, "0" * 64, draft_decode=True)
+    )
+    assert infer(model, tmp_path / "imgs", draft_cache, draft_decode=True).new == 2
+    data = draft_cache.dataset()
+    position = {r.key: i for i, r in enumerate(cached_records(data.index))}
+    stored = torch.stack([data[position[r.key]]["heatmaps"] for r in records]).numpy()
+    np.testing.assert_allclose(stored, draft, atol=2e-3, rtol=2e-3)
+    assert draft_cache.provenance.draft_decode is True
+
+
+def test_other_jpeg_decoding_than_the_cache_is_refused(tmp_path: Path) -> None:
+    make_jpegs(tmp_path / "imgs", 1)
+    cache = new_cache(tmp_path / "cache")
+    with pytest.raises(CacheMismatchError, match=r"draft_decode: False != True \(the cache holds targets of full "
+                       r"JPEG decodes and this run would add draft decodes: .*drop --draft-decode"):  # fmt: skip
+        infer(tiny_teacher(), tmp_path / "imgs", cache, draft_decode=True)
+    checkpoint = tmp_path / "teacher.pth"
+    checkpoint.write_bytes(b"weights")
+    open_teacher_cache(tmp_path / "drafted", PRESET, checkpoint, draft_decode=True)
+    with pytest.raises(CacheMismatchError, match=r"draft_decode: True != False .*pass --draft-decode"):
+        open_teacher_cache(tmp_path / "drafted", PRESET, checkpoint)
+    assert len(cache.manifest().shards) == 0  # nothing was written by the refused run
+
+
+def test_infer_cli_draft_decode_reaches_the_crops_and_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_jpegs(tmp_path / "imgs", 2)
+    checkpoint = save_weights(tiny_teacher(), tmp_path / "teacher.pth")
+    seen = []
+
+    def recording(*args: object, use_draft: bool = False) -> CropDataset:
+        seen.append(use_draft)
+        return CropDataset(*args, use_draft=use_draft)
+
+    monkeypatch.setattr(inference, "CropDataset", recording)
+    args = ["infer", "--teacher", PRESET.name, "--checkpoint", str(checkpoint), "--cache", str(tmp_path / "cache"),
+            "--folder", str(tmp_path / "imgs"), "--workers", "0", "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main([*args, "--draft-decode"]) == 0
+    assert seen == [True] and TeacherTargetCache(tmp_path / "cache").provenance.draft_decode is True
+    capsys.readouterr()
+    assert main(args) == 2  # without the flag: refused, not mixed
+    assert "draft_decode: True != False" in capsys.readouterr().err and seen == [True]
 
 
 KILLABLE = textwrap.dedent(

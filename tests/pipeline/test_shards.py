@@ -1,4 +1,4 @@
-"""Teacher-inference shards: GPU and thread shares, the report file, and a failing shard process."""
+"""Teacher-inference shards: GPU and thread shares, the report file, a failing shard process, JPEG decoding."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.teacher.shards import ShardJob, ShardReport, read_shard_report, run_shard_subprocess, shard_environment
+from pipeline.teacher import shards
+from pipeline.teacher.inference import InferenceReport
+from pipeline.teacher.shards import (
+    ShardJob,
+    ShardReport,
+    read_shard_report,
+    run_shard,
+    run_shard_subprocess,
+    shard_environment,
+)
 from storage.jsonfiles import write_json
 
 
@@ -44,3 +53,26 @@ def test_a_failing_shard_process_raises_with_the_end_of_its_log(tmp_path: Path) 
     job = _job(tmp_path, teacher_checkpoint="missing.pth").shard(1, 2)
     with pytest.raises(RuntimeError, match=r"shard 1/2 exited 1 \(log .*shard-1-of-2.log\):\n(.|\n)*missing.pth"):
         run_shard_subprocess(job)
+
+
+def test_a_job_decodes_in_full_unless_it_asks_for_drafts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _job(tmp_path).draft_decode is False  # the flow builds jobs without the field
+    seen: dict[str, list[bool]] = {"cache": [], "inference": []}
+
+    def open_cache(*args: object, draft_decode: bool = False) -> str:
+        seen["cache"].append(draft_decode)
+        return "cache"
+
+    def infer(*args: object, draft_decode: bool = False, **kwargs: object) -> InferenceReport:
+        seen["inference"].append(draft_decode)
+        return InferenceReport(0, 0, 0, ())
+
+    monkeypatch.setattr(shards, "load_model", lambda preset, weights: (preset, None))
+    monkeypatch.setattr(shards, "load_plan", lambda path: None)
+    monkeypatch.setattr(shards, "open_teacher_cache", open_cache)
+    monkeypatch.setattr(shards, "run_teacher_inference", infer)
+    run_shard(_job(tmp_path))
+    drafted = _job(tmp_path, draft_decode=True)
+    assert ShardJob(**json.loads(json.dumps(asdict(drafted)))) == drafted  # the option crosses processes too
+    run_shard(drafted)
+    assert seen == {"cache": [False, True], "inference": [False, True]}

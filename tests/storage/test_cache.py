@@ -164,6 +164,24 @@ def test_mismatched_provenance_is_refused_naming_differences(cache: TeacherTarge
     TeacherTargetCache(cache.path).open_or_create(provenance(created="later", package_version="9"))
 
 
+def test_jpeg_decoding_is_part_of_the_identity_and_old_caches_read_as_drafted(
+    tmp_path: Path, cache: TeacherTargetCache
+) -> None:
+    assert cache.provenance.draft_decode is False  # the default: targets of full decodes
+    records = make_folder(tmp_path, "a", 2)
+    fill(cache, records)
+    assert cache.verify().ok and cache.dataset().provenance.draft_decode is False  # shards carry it too
+    with pytest.raises(CacheMismatchError, match="draft_decode: False != True"):
+        TeacherTargetCache(cache.path).open_or_create(provenance(draft_decode=True))
+    # A cache written before the field existed was inferred from draft decodes (the old default): it reads so.
+    manifest = json.loads((cache.path / "manifest.json").read_text())
+    del manifest["provenance"]["draft_decode"]
+    (cache.path / "manifest.json").write_text(json.dumps(manifest))
+    assert TeacherTargetCache(cache.path).provenance.draft_decode is True
+    with pytest.raises(CacheMismatchError, match="draft_decode: True != False"):
+        TeacherTargetCache(cache.path).open_or_create(provenance())
+
+
 def test_writer_slots_lock(cache: TeacherTargetCache) -> None:
     with cache.writer(shard_index=0, num_shards=2):
         with pytest.raises(CacheLockedError, match="slot 0/2"):
