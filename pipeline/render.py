@@ -63,7 +63,7 @@ def render_sample(data: TeacherTargetDataset, i: int, out_path: Path) -> Rendere
     joint_set = get_joint_set(provenance.joint_set)
     record = cached_record(data.index, i)
     item = data[i]
-    matrix, crop = crop_record(record, provenance.input_size)
+    matrix, crop = crop_record(record, provenance.input_size, use_draft=provenance.draft_decode)
     factor = max(1, -(-MIN_WIDTH // provenance.input_size[0]))
     size = (provenance.input_size[0] * factor, provenance.input_size[1] * factor)
 
