@@ -47,11 +47,12 @@ class AugmentConfig:
 
     @classmethod
     def for_dataset(cls, name: str) -> AugmentConfig:
-        """HRNet's defaults for ``"coco"`` (scale 0.35, rotation 45) or ``"mpii"`` (scale 0.25, rotation 30)."""
+        """HRNet's configs for ``"coco"`` (scale 0.35, rotation 45, half-body 0.3) or ``"mpii"`` (scale 0.25,
+        rotation 30, no half-body: its MPII configs and FPD's MPII scripts set ``PROB_HALF_BODY: -1``)."""
         if name == "coco":
             return cls()
         if name == "mpii":
-            return cls(scale_factor=0.25, rotation_factor=30.0)
+            return cls(scale_factor=0.25, rotation_factor=30.0, half_body_prob=0.0)
         raise ValueError(f"no augmentation defaults for dataset {name!r}; known: coco, mpii")
 
 
@@ -184,10 +185,13 @@ def transform_joints(
     image_width: int,
     joint_set: JointSet,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Move image-pixel joints into the crop of ``params``.
+    """Move image-pixel joints into the crop of ``params``; visibility is carried over, never recomputed.
 
     On a flip the left/right channels are swapped (so channel ``l_wrist`` holds the joint that now looks like
-    a left wrist). Joints that land outside ``[0, w) x [0, h)`` get visibility 0.
+    a left wrist), visibility with them. A joint that lands outside ``[0, w) x [0, h)`` keeps its visibility,
+    as in HRNet's ``JointsDataset.__getitem__``: whether it still trains is the codec's call
+    (``HeatmapCodec.encode`` keeps weight 1 while its Gaussian window overlaps the heatmap). Callers that want
+    "inside the crop" test the returned positions against ``output_size`` themselves.
 
     Args:
         joints: (K, 2) joint positions in image pixels.
@@ -206,6 +210,4 @@ def transform_joints(
     if params.flip:
         perm = joint_set.flip_permutation()
         moved, vis = moved[perm], vis[perm]
-    inside = (moved[:, 0] >= 0) & (moved[:, 0] < output_size[0]) & (moved[:, 1] >= 0) & (moved[:, 1] < output_size[1])
-    vis[~inside] = 0.0
     return moved.astype(np.float32), vis

@@ -65,8 +65,11 @@ class HeatmapCodec:
 
         The peak sits on the integer pixel ``int(x / stride + 0.5)``; the Gaussian is drawn inside HRNet's
         window ``[int(mu - 3 sigma), int(mu + 3 sigma + 1))`` and zero elsewhere. A joint gets weight 0 when
-        it is invisible (visibility <= 0.5) or when that window misses the heatmap entirely (HRNet's rule:
-        a joint slightly outside still trains on the visible tail of its Gaussian).
+        it is invisible (visibility <= 0.5) or when that window misses the heatmap entirely; otherwise weight 1,
+        even when the joint itself lies outside the crop (HRNet's rule: it still trains on the visible tail of
+        its Gaussian). This is the only place the weight is decided: ``pipeline.augment.transform_joints``
+        hands visibility over unchanged, so the training data's ``target_weight`` (GT and teacher term alike)
+        is HRNet's ``target_weight``.
 
         Args:
             joints: (N, K, 2) or (K, 2) joint positions in input-crop pixels.

@@ -8,10 +8,12 @@ Layout of an MPII root::
 
 Conventions, those of HRNet's ``mpii.py`` so that published checkpoints see the crops they were trained on:
 
-* joints are MATLAB 1-based in the json: subtract 1;
+* joints and centre are MATLAB 1-based in the json: subtract 1 from both (the centre after the adjustment below,
+  as HRNet does, so ``center_0based = (cx - 1, cy + 15 * s - 1)``);
 * a joint is missing when its ``joints_vis`` is 0 or it is written ``[-1, -1]``: visibility 0;
 * the raw MPII centre sits high on the body and the scale is tight: ``center_y += 15 * s`` (x is kept), then
-  ``s *= 1.25``; the box is square ``(s, s)``, widened to the model input aspect when that is not 1;
+  ``s *= 1.25``, both skipped for HRNet's "no box" centre ``cx == -1`` (whose ``- 1`` still applies, as in
+  HRNet); the box is square ``(s, s)``, widened to the model input aspect when that is not 1;
 * a split without joints (``test.json``) gives unlabeled records.
 """
 
@@ -111,6 +113,8 @@ def load_mpii(root: str | Path, split: str, input_aspect: float = 1.0) -> list[S
         if cx != -1:  # HRNet leaves the "no box" marker alone
             cy += 15.0 * s
             s *= 1.25
+        # 1-based MATLAB pixels -> 0-based, like the joints; in HRNet's order (after the shift) so the floats match.
+        cx, cy = cx - 1.0, cy - 1.0
         joints = visibility = None
         if "joints" in entry:
             joints, visibility = _parse_joints(entry, where)

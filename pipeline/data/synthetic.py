@@ -7,9 +7,10 @@ network clearly does better. Everything is deterministic from ``seed``: image ``
 
 Layouts (the same as the real datasets, so the real loaders and evaluators read them unchanged):
 
-* ``mpii/``: ``images/*.jpg``, ``annot/train.json`` and ``annot/valid.json`` (HRNet json: 1-based joints, raw
-  MPII centre and scale, missing joints ``[-1, -1]`` with ``joints_vis`` 0), ``annot/gt_valid.mat`` (HRNet's
-  ``dataset_joints``, ``jnt_missing``, ``pos_gt_src`` 1-based with 0 for missing, ``headboxes_src``).
+* ``mpii/``: ``images/*.jpg``, ``annot/train.json`` and ``annot/valid.json`` (HRNet json: 1-based joints, and the
+  centre and scale as raw MPII writes them, 1-based and before HRNet's shift and padding; missing joints
+  ``[-1, -1]`` with ``joints_vis`` 0), ``annot/gt_valid.mat`` (HRNet's ``dataset_joints``, ``jnt_missing``,
+  ``pos_gt_src`` 1-based with 0 for missing, ``headboxes_src``).
 * ``coco/``: ``annotations/person_keypoints_{train,val}2017.json`` and ``images/{train,val}2017/*.jpg``.
 * ``unlabeled/<folder>/*.jpg``: images only.
 """
@@ -99,7 +100,7 @@ def _mpii_person(scene: Scene, index: int, figure: Figure, rng: np.random.Genera
     one_based = np.where(inside[:, None], joints + 1.0, -1.0)
     return {
         "image": image_name,
-        "center": [round(float(c), 2) for c in center],
+        "center": [round(float(c) + 1.0, 2) for c in center],  # 1-based like the joints: the loader subtracts 1
         "scale": round(float(s), 6),
         "joints": [[round(float(x), 4), round(float(y), 4)] for x, y in one_based],
         "joints_vis": [int(v) for v in inside],

@@ -78,7 +78,7 @@ class FPDLoss(nn.Module):
             output: student heatmaps (N, K, H, W), or a list of them (hourglass: every stack is supervised).
             teacher: teacher heatmaps (N, K, H, W) (the teacher's final stack), or None without a teacher.
             target: ground-truth Gaussian heatmaps (N, K, H, W); ignored for unlabeled samples.
-            target_weight: (N, K) ground-truth joint weights (0 for missing / cropped-out joints).
+            target_weight: (N, K) ground-truth joint weights (0: missing, or its Gaussian window misses the heatmap).
             labelled: (N,) bool, which samples carry ground truth.
 
         Returns:

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import scipy.io
 
+from pipeline.data.figures import MPII_FROM_BODY, render_scene
 from pipeline.data.mpii import ground_truth_path, load_mpii, write_mpii_gt_mat
 from pipeline.data.paths import PathEscapeError
+from pipeline.data.synthetic import _mpii_person
 
 
 def _write_json(root: Path, split: str, payload: object) -> None:
@@ -26,9 +28,10 @@ def test_real_first_person_follows_hrnet_conventions(real_data: Path) -> None:
     raw = json.loads((real_data / "mpii" / "annot" / "valid_first5.json").read_text())
     assert len(records) == 5
     first = records[0]
-    # 005808361.jpg: centre (966, 340), scale 4.718488 in the json; HRNet moves y by 15 s and pads s by 1.25.
+    # 005808361.jpg: centre (966, 340), scale 4.718488 in the json; HRNet moves y by 15 s, pads s by 1.25 and
+    # makes the centre 0-based like the joints.
     assert first.image == "005808361.jpg" and first.source == "mpii/valid_first5"
-    assert first.center == pytest.approx((966.0, 340.0 + 15 * 4.718488))
+    assert first.center == pytest.approx((965.0, 339.0 + 15 * 4.718488))
     assert first.scale == pytest.approx((4.718488 * 1.25, 4.718488 * 1.25))
     np.testing.assert_allclose(first.joints, np.asarray(raw[0]["joints"]) - 1.0, atol=1e-4)
     assert first.joints[0].tolist() == [803.0, 710.0]  # r_ankle (804, 711) 1-based
@@ -47,6 +50,39 @@ def test_real_json_agrees_with_gt_mat(real_data: Path) -> None:
     # The third and fourth persons have no ankles (joints 0 and 5), and nobody else misses anything.
     assert missing[2, [0, 5]].all() and missing[3, [0, 5]].all()
     assert int((~missing).sum()) == 76
+
+
+def test_centre_is_shifted_then_made_zero_based(tmp_path: Path) -> None:
+    # HRNet's _get_db: c_y += 15 s, s *= 1.25, then c -= 1 (both axes); the "no box" marker c_x == -1 skips the
+    # shift and the padding but not the - 1.
+    _write_json(tmp_path, "valid", [_entry(center=[100.0, 80.0], scale=2.0), _entry(center=[-1.0, -1.0], scale=2.0)])
+    boxed, no_box = load_mpii(tmp_path, "valid")
+    assert boxed.center == (99.0, 80.0 + 30.0 - 1.0) and boxed.scale == (2.5, 2.5)
+    assert no_box.center == (-2.0, -2.0) and no_box.scale == (2.0, 2.0)
+
+
+class _MidRng:
+    """Stands in for the generator of ``_mpii_person``: no centre jitter, a fixed scale margin."""
+
+    def normal(self, loc: float = 0.0, scale: float = 1.0) -> float:
+        return 0.0
+
+    def uniform(self, low: float = 0.0, high: float = 1.0) -> float:
+        return 1.2
+
+
+def test_synthetic_entries_are_one_based_and_load_on_the_figure(tmp_path: Path) -> None:
+    # The synthetic generator writes MPII's frame (1-based centre and joints): after the loader's conversion the
+    # box centre is the middle of the figure, in the same 0-based pixels as its joints.
+    scene = render_scene(np.random.default_rng([5, 0]), (256, 256))
+    people = [(e, f) for k, f in enumerate(scene.figures) if (e := _mpii_person(scene, k, f, _MidRng(), "a.jpg"))]
+    assert people
+    _write_json(tmp_path, "train", [entry for entry, _ in people])
+    for record, (_, figure) in zip(load_mpii(tmp_path, "train"), people, strict=True):
+        x1, y1, x2, y2 = figure.extent()
+        assert record.center == pytest.approx(((x1 + x2) / 2, (y1 + y2) / 2), abs=0.01)
+        seen = record.visibility > 0
+        np.testing.assert_allclose(record.joints[seen], figure.points[list(MPII_FROM_BODY)][seen], atol=1e-3)
 
 
 def test_missing_joints_marked_by_value_or_flag(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 from models.joints import COCO, MPII
 from pipeline import geometry
 from pipeline.augment import AugmentConfig, CropParams, crop_params_matrix, sample_crop, transform_joints
+from pipeline.codec import HeatmapCodec
 from pipeline.records import SampleRecord
 
 WIDTH = 80
@@ -27,7 +28,7 @@ def make_record(joints=None, visibility=None, center=(40.0, 30.0), scale=(0.3, 0
 def test_config_defaults_are_hrnets():
     coco, mpii = AugmentConfig.for_dataset("coco"), AugmentConfig.for_dataset("mpii")
     assert (coco.scale_factor, coco.rotation_factor) == (0.35, 45.0)
-    assert (mpii.scale_factor, mpii.rotation_factor) == (0.25, 30.0)
+    assert (mpii.scale_factor, mpii.rotation_factor, mpii.half_body_prob) == (0.25, 30.0, 0.0)  # PROB_HALF_BODY -1
     assert (coco.rotation_prob, coco.half_body_prob, coco.half_body_num_joints, coco.flip) == (0.6, 0.3, 8, True)
     with pytest.raises(dataclasses.FrozenInstanceError):
         coco.flip = False
@@ -86,19 +87,29 @@ def test_heatmap_matrix_is_input_matrix_over_stride():
     np.testing.assert_allclose(at_heatmap, at_input / 4, atol=1e-12)
 
 
-def test_joints_outside_crop_lose_visibility_and_left_right_swap():
+def test_joints_outside_crop_keep_visibility_and_the_codec_decides_their_weight():
+    params = CropParams((40.0, 30.0), (0.3, 0.4), 0.0, True)
+    size = (48, 64)
     joints = np.zeros((17, 2))
     joints[:] = (40.0, 30.0)
     joints[5] = (30.0, 30.0)  # left shoulder on the image's left
     joints[9] = (1000.0, 30.0)  # far outside
+    # the left elbow lands 1.5 input px left of the crop (mirrored: in the right elbow channel)
+    to_image = geometry.invert_affine(crop_params_matrix(params, size, WIDTH))
+    joints[7] = geometry.apply_affine(np.array([-1.5, 20.0]), to_image)
     vis = np.ones(17, dtype=np.float32)
     vis[3] = 0
-    params = CropParams((40.0, 30.0), (0.3, 0.4), 0.0, True)
-    moved, moved_vis = transform_joints(joints, vis, params, (48, 64), WIDTH, COCO)
-    assert moved_vis[10] == 0  # right wrist channel holds the mirrored, far-away left wrist
+    moved, moved_vis = transform_joints(joints, vis, params, size, WIDTH, COCO)
+    # visibility is only permuted by the flip, never cleared by the crop (HRNet's __getitem__)
+    np.testing.assert_array_equal(moved_vis, vis[COCO.flip_permutation()])
     assert moved_vis[4] == 0 and moved_vis[3] == 1  # invisibility travels with the swap
+    assert moved_vis[10] == 1 and moved[10, 0] < -500  # right wrist channel: the mirrored, far-away left wrist
+    assert moved_vis[8] == 1 and moved[8, 0] == pytest.approx(-1.5, abs=1e-4) and moved[8, 1] == pytest.approx(20.0)
     assert moved[6, 0] > 24  # the left shoulder, mirrored, is now the right shoulder on the crop's right half
-    assert moved_vis.sum() == 15
+    # HRNet's generate_target rule: still trained while the Gaussian window touches the heatmap
+    _, weights = HeatmapCodec(size, (12, 16), sigma=1.0).encode(moved, moved_vis)
+    assert weights[8] == 1 and weights[10] == 0 and weights[4] == 0
+    assert weights.sum() == 15
 
 
 def test_sample_crop_draws_stay_in_hrnet_ranges():
