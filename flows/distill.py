@@ -31,7 +31,7 @@ from flows.params import (
     StudentParams,
     TeacherParams,
 )
-from pipeline.students import StudentResult, check_teacher_and_student, run_variants, variant_config
+from pipeline.students import StudentResult, check_teacher_and_student, run_variants, variant_config, variant_init
 from pipeline.teacher.discovery import Discovery
 from pipeline.teacher.shards import ShardReport
 from tasks.discovery import discover_sources
@@ -64,7 +64,8 @@ def distill_flow(
     """Fast Pose Distillation end to end; the parameters are the fields of :class:`flows.params.DistillParams`.
 
     Returns:
-        ``{"metrics": rows, "students": {variant: weights path}, "inferred": new cache samples}``.
+        ``{"metrics": rows, "students": {variant: weights path}, "inits": {variant: where it started},
+        "inferred": new cache samples}``.
     """
     # Unset optional parameters take the DistillParams defaults, so the defaults live in one place.
     given = {name: value for name, value in locals().items() if value is not None}
@@ -76,7 +77,8 @@ def run_distillation(params: DistillParams) -> dict[str, object]:
     logger = get_run_logger()
     # Fail before any work when the teacher, the student and the data disagree on the joints.
     check_teacher_and_student(params.teacher.preset, params.student.preset, [s.dataset for s in params.labelled])
-    variants = run_variants(params.baselines)
+    student = params.student
+    variants = run_variants(params.baselines, fpd_init=student.fpd_init, gt_checkpoint=student.gt_checkpoint)
     steps = 3 + len(variants)  # inference, each student, evaluation, report
     progress = create_progress_artifact(0.0, key="distill-progress", description="distill-flow stages done (%)")
 
@@ -88,39 +90,44 @@ def run_distillation(params: DistillParams) -> dict[str, object]:
     update_progress_artifact(progress, 100.0 / steps)
 
     base, trained = params.base_train_config(), {}
-    for i, variant in enumerate(variants):
+    for i, variant in enumerate(variants):  # gt_only first: the FPD students may start from its weights
+        init = variant_init(variant, fpd_init=student.fpd_init, gt_checkpoint=student.gt_checkpoint,
+                            backbone=student.backbone, gt_student=trained.get("gt_only"))  # fmt: skip
         config = variant_config(
-            base, variant, alpha=params.alpha, use_ground_truth=params.use_ground_truth, discovery=discovery,
-            cache_dir=params.cache_dir, teacher=params.teacher.model_dump(),
+            base, variant, init=init, alpha=params.alpha, use_ground_truth=params.use_ground_truth,
+            discovery=discovery, cache_dir=params.cache_dir, teacher=params.teacher.model_dump(),
             students_dir=params.output_path / "students",
         )  # fmt: skip
-        trained[variant] = train_student(config, variant, params.device.torch_threads)
+        trained[variant] = train_student(config, variant, init.description, params.device.torch_threads)
         update_progress_artifact(progress, 100.0 * (2 + i) / steps)
 
     rows = [
-        score_model(label, preset, weights, dataset, source.root, source.val,
+        score_model(label, preset, weights, dataset, source.root, source.val, init=start,
                     detections=params.coco_detections if dataset == "coco" else None,
                     batch_size=params.device.inference_batch_size, device=params.device.device)
         for dataset, source in ((d, params.source(d)) for d in params.eval_datasets)
-        for label, preset, weights in _models(params, trained)
+        for label, preset, weights, start in _models(params, trained)
     ]  # fmt: skip
     update_progress_artifact(progress, 100.0 * (steps - 1) / steps)
 
     metrics_path = publish_metrics(params.output_dir, rows)
-    report_path = publish_cache_report(params.output_dir, params.cache_dir, discovery, shards, params.render_overlays)
+    report_path = publish_cache_report(params.output_dir, params.cache_dir, discovery, shards, params.render_overlays,
+                                       list(trained.values()))  # fmt: skip
     update_progress_artifact(progress, 100.0)
     logger.info("metrics: %s; report: %s; cache: %s", metrics_path, report_path, params.cache_dir)
     return {
         "metrics": rows,
         "students": {v: s.weights for v, s in trained.items()},
+        "inits": {v: s.init for v, s in trained.items()},
         "inferred": sum(s.new for s in shards),
     }
 
 
-def _models(params: DistillParams, trained: dict[str, StudentResult]) -> list[tuple[str, str, str]]:
-    """``(label, preset, weights)`` of every model in the table: the teacher, then each student."""
-    return [("teacher", params.teacher.preset, params.teacher.checkpoint)] + [
-        (f"student {variant}", result.preset, result.weights) for variant, result in trained.items()
+def _models(params: DistillParams, trained: dict[str, StudentResult]) -> list[tuple[str, str, str, str]]:
+    """``(label, preset, weights, init)`` of every model in the table: the teacher (not trained here: init ``-``),
+    then each student."""
+    return [("teacher", params.teacher.preset, params.teacher.checkpoint, "-")] + [
+        (f"student {variant}", result.preset, result.weights, result.init) for variant, result in trained.items()
     ]
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.data.sources import SourceSpec
 from pipeline.runtime import resolve_device
+from pipeline.students import FpdInit
 from pipeline.teacher.shards import ShardJob
 from pipeline.training.config import DataConfig, EvalConfig, LossConfig, OptimConfig, TrainConfig
 
@@ -35,10 +36,30 @@ class TeacherParams(_Frozen):
 
 
 class StudentParams(_Frozen):
-    """The student trained on ground truth and cached teacher heatmaps."""
+    """The student trained on ground truth and cached teacher heatmaps, and where each variant starts.
+
+    By default the FPD students fine-tune a ground-truth student, as FPD does: ``gt_checkpoint`` when given, else
+    the run's ``gt_only`` (trained first, and shown in the table, even when ``baselines`` does not list it).
+    """
 
     preset: str = Field("hg4_128", description="models preset name, e.g. hg4_128, hrnet_w32_256x192")
-    init_checkpoint: str | None = Field(None, description="optional pose weights of this preset to start from (strict)")
+    fpd_init: FpdInit = Field(
+        "gt_student", description="FPD students start from a ground-truth student (FPD's recipe) or 'scratch' (FPD*)"
+    )
+    gt_checkpoint: str | None = Field(
+        None, description="a ground-truth-trained student of this preset for the FPD students to fine-tune "
+        "(FPD's TRAIN.CHECKPOINT); None: the run trains gt_only first",
+    )  # fmt: skip
+    backbone: str | None = Field(
+        None, description="ImageNet weights (HRNet hrnet_w32-36af842e.pth layout, torchvision ResNet) for students "
+        "that start without pose weights: gt_only, and the FPD students with fpd_init 'scratch'",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _check_init(self) -> StudentParams:
+        if self.fpd_init == "scratch" and self.gt_checkpoint is not None:
+            raise ValueError("gt_checkpoint is where the FPD students start: drop it, or fpd_init 'scratch'")
+        return self
 
 
 class LabelledDataset(_Frozen):
@@ -97,7 +118,10 @@ class DistillParams(_Frozen):
     output_dir: str = Field(..., description="checkpoints, metrics.json, report.md, overlays")
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the teacher loss; 1 - alpha on ground truth")
     use_ground_truth: bool = True
-    baselines: list[Baseline] = Field(default_factory=list, description="extra students for the comparison table")
+    baselines: list[Baseline] = Field(
+        default_factory=list,
+        description="extra students for the comparison table (gt_only also trains when the FPD students start from it)",
+    )
     schedule: ScheduleParams = ScheduleParams()
     eval_datasets: list[Dataset] = Field(
         default_factory=list, description="validation sets to score teacher and students on (flip test)"
@@ -146,7 +170,7 @@ class DistillParams(_Frozen):
         )  # fmt: skip
 
     def base_train_config(self) -> TrainConfig:
-        """The students' common recipe: labelled data, schedule, device; each variant adds its loss and teacher.
+        """The students' common recipe: labelled data, schedule, device; each variant adds its start, loss, teacher.
 
         Ground truth alone (alpha 0) until ``pipeline.students.variant_config`` sets the variant's loss and cache.
         Validation during training is off: the flow scores every model the same way afterwards.
@@ -154,7 +178,6 @@ class DistillParams(_Frozen):
         on_cuda = resolve_device(self.device.device).type == "cuda"
         return TrainConfig(
             student_preset=self.student.preset,
-            student_init=self.student.init_checkpoint,
             data=DataConfig(
                 labelled=tuple(s.train_spec for s in self.labelled), augment=self.schedule.augment,
                 batch_size=self.schedule.batch_size, workers=self.device.num_workers,

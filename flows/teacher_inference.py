@@ -27,11 +27,12 @@ def teacher_inference_flow(
     device: str = "auto",
     num_workers: int = 4,
     torch_threads: int | None = None,
+    draft_decode: bool = False,
 ) -> dict[str, object]:
     """Infer shard ``shard_index`` of ``num_shards`` of the plan at ``plan_path`` into ``cache_dir``."""
     job = ShardJob(
         teacher_preset=teacher_preset, teacher_checkpoint=teacher_checkpoint, cache_dir=cache_dir,
         plan_path=plan_path, shard_index=shard_index, num_shards=num_shards, batch_size=batch_size, device=device,
-        num_workers=num_workers, torch_threads=torch_threads,
+        num_workers=num_workers, torch_threads=torch_threads, draft_decode=draft_decode,
     )  # fmt: skip
     return asdict(infer_shard_here(job))

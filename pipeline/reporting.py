@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,21 +18,27 @@ HEADLINE = {"mpii": ("Mean", "Mean@0.1"), "coco": ("AP", "AP .5", "AP .75", "AR"
 """Columns of the comparison table per dataset (PCKh@0.5 and @0.1; OKS AP and AR)."""
 
 
-def metrics_row(label: str, preset: str, dataset: str, metrics: dict[str, float]) -> dict[str, object]:
-    """One table row: the model, then every metric rounded for display (``metrics.json`` keeps the same)."""
-    return {"model": label, "preset": preset, "dataset": dataset, **{k: round(v, 4) for k, v in metrics.items()}}
+def metrics_row(label: str, preset: str, dataset: str, metrics: dict[str, float], *, init: str) -> dict[str, object]:
+    """One table row: the model, where its training started (``init``; ``-`` for the teacher), then every metric
+    rounded for display (``metrics.json`` keeps the same)."""
+    return {"model": label, "preset": preset, "init": init, "dataset": dataset,
+            **{k: round(v, 4) for k, v in metrics.items()}}  # fmt: skip
 
 
 def format_table(rows: Sequence[dict[str, object]]) -> str:
-    """Plain-text comparison table: one line per model, the headline columns of each dataset."""
+    """Plain-text comparison table: one line per model, the headline columns of each dataset, then its init.
+
+    The init comes last because checkpoint names are long (FPD's MPII GT student is
+    ``bs4_hourglass_128_4_1_16_0.00025_0_140_87.934_model_best.pth``): the numbers stay aligned.
+    """
     lines = []
     for dataset in dict.fromkeys(str(r["dataset"]) for r in rows):
         columns = HEADLINE.get(dataset, ())
         names = {"Mean": "PCKh@0.5", "Mean@0.1": "PCKh@0.1"}
-        lines.append(f"{dataset.upper():<28}" + "".join(f"{names.get(c, c):>10}" for c in columns))
+        lines.append(f"{dataset.upper():<28}" + "".join(f"{names.get(c, c):>10}" for c in columns) + "  init")
         for row in (r for r in rows if r["dataset"] == dataset):
             values = "".join(f"{float(row.get(c, float('nan'))):>10.4f}" for c in columns)
-            lines.append(f"  {row['model']!s:<26}{values}")
+            lines.append(f"  {row['model']!s:<26}{values}  {row.get('init', '-')}")
     return "\n".join(lines)
 
 
@@ -71,22 +77,34 @@ def cache_report(
     return "\n".join(lines) + "\n"
 
 
-def run_summary(discovery: Discovery, shards: Sequence[ShardReport]) -> dict[str, object]:
-    """JSON-safe record of what this run found and inferred (``run.json``)."""
+def run_summary(
+    discovery: Discovery, shards: Sequence[ShardReport], students: Sequence[Mapping[str, object]]
+) -> dict[str, object]:
+    """JSON-safe record of what this run found, inferred and trained (``run.json``).
+
+    ``students``: one mapping per student (the fields of ``pipeline.students.StudentResult``: variant, preset,
+    weights, output_dir, init), in training order.
+    """
     return {
         "sources": [asdict(s) | {"new_folder": s.new_folder} for s in discovery.sources],
         "shards": [asdict(r) for r in shards],
         "inferred": sum(r.new for r in shards),
+        "students": [dict(s) for s in students],
     }
 
 
 def write_cache_report(
-    output_dir: str | Path, cache_dir: str | Path, discovery: Discovery, shards: Sequence[ShardReport],
+    output_dir: str | Path,
+    cache_dir: str | Path,
+    discovery: Discovery,
+    shards: Sequence[ShardReport],
     n_overlays: int,
+    students: Sequence[Mapping[str, object]],
 ) -> tuple[Path, str]:
-    """Write ``report.md`` (cache statistics, overlays under ``overlays/``) and ``run.json``; return the report."""
+    """Write ``report.md`` (cache statistics, overlays under ``overlays/``) and ``run.json`` (with ``students``, see
+    :func:`run_summary`); return the report."""
     output_dir = Path(output_dir)
-    write_json(output_dir / "run.json", run_summary(discovery, shards))
+    write_json(output_dir / "run.json", run_summary(discovery, shards, students))
     markdown = cache_report(cache_dir, discovery, shards, output_dir / "overlays", n_overlays)
     path = output_dir / "report.md"
     with atomic_write(path, "w") as handle:

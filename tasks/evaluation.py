@@ -20,11 +20,13 @@ def score_model(
     root: str,
     split: str,
     *,
+    init: str,
     detections: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
 ) -> dict[str, object]:
-    """Score ``weights`` (a ``preset`` network) on ``root``'s ``split``, flip test on; return its table row."""
+    """Score ``weights`` (a ``preset`` network) on ``root``'s ``split``, flip test on; return its table row
+    (``init``: where the model's training started, or ``-``)."""
     metrics = evaluate_weights(preset, weights, dataset, root, split, detections=detections, batch_size=batch_size,
                                device=resolve_device(device))  # fmt: skip
-    return metrics_row(label, preset, dataset, metrics)
+    return metrics_row(label, preset, dataset, metrics, init=init)

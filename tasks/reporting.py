@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.reporting import write_cache_report, write_metrics
+from pipeline.students import StudentResult
 from pipeline.teacher.discovery import Discovery
 from pipeline.teacher.shards import ShardReport
 
@@ -23,9 +25,16 @@ def publish_metrics(output_dir: str, rows: list[dict[str, object]]) -> str:
 
 @task(name="publish-cache-report", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def publish_cache_report(
-    output_dir: str, cache_dir: str, discovery: Discovery, shards: Sequence[ShardReport], n_overlays: int
+    output_dir: str,
+    cache_dir: str,
+    discovery: Discovery,
+    shards: Sequence[ShardReport],
+    n_overlays: int,
+    students: Sequence[StudentResult],
 ) -> str:
-    """Write ``report.md`` (cache statistics, overlays) and ``run.json`` (this run's inference); show the report."""
-    path, markdown = write_cache_report(output_dir, cache_dir, discovery, shards, n_overlays)
+    """Write ``report.md`` (cache statistics, overlays) and ``run.json`` (this run's inference and students, each
+    with where it started); show the report."""
+    path, markdown = write_cache_report(output_dir, cache_dir, discovery, shards, n_overlays,
+                                        [asdict(s) for s in students])  # fmt: skip
     create_markdown_artifact(markdown=markdown, key="teacher-cache-report", description=str(path))
     return str(path)

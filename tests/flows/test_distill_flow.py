@@ -1,4 +1,5 @@
-"""distill-flow end to end on a Prefect test server: cache, students, scores, artifacts, incremental re-runs."""
+"""distill-flow end to end on a Prefect test server: cache, students and their starts, scores, artifacts,
+incremental re-runs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+import torch
+import yaml
 
 from tests.flows.conftest import add_folder, tiny_parameters
 
@@ -46,9 +49,29 @@ def _epochs_trained(weights: str) -> int:
     return len(Path(weights).with_name("log.jsonl").read_text().splitlines())
 
 
+def _record_starts(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, torch.Tensor]]:
+    """The weights each epoch starts from, in training order (one epoch per student: where each student started)."""
+    import pipeline.training.loop as loop
+
+    starts: list[dict[str, torch.Tensor]] = []
+    real_epoch = loop.train_one_epoch
+
+    def first_step_sees(model: torch.nn.Module, *args: object, **kwargs: object) -> object:
+        starts.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real_epoch(model, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_one_epoch", first_step_sees)
+    return starts
+
+
+def _same(state: dict[str, torch.Tensor], weights: str | Path) -> bool:
+    saved = torch.load(weights, weights_only=True)
+    return state.keys() == saved.keys() and all(torch.equal(state[k], saved[k]) for k in saved)
+
+
 @pytest.mark.slow
 def test_distill_flow_fills_cache_trains_scores_and_reruns_incrementally(
-    prefect_harness: None, flow_data: dict[str, Path], tmp_path: Path
+    prefect_harness: None, flow_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.params import DistillParams
     from models import get_preset
@@ -57,7 +80,9 @@ def test_distill_flow_fills_cache_trains_scores_and_reruns_incrementally(
     from storage.cache import TeacherTargetCache
 
     add_folder(tmp_path / "unlabeled", "folder_a", 4)
-    params = tiny_parameters(flow_data, tmp_path, num_shards=2)
+    # No baseline asked for: gt_only trains anyway (first), for the FPD student to fine-tune (FPD's recipe).
+    params = tiny_parameters(flow_data, tmp_path, num_shards=2, baselines=[])
+    starts = _record_starts(monkeypatch)
     result, run_id = _run(params)
 
     # The cache holds every labelled and unlabeled sample, written by both shard processes.
@@ -82,6 +107,20 @@ def test_distill_flow_fills_cache_trains_scores_and_reruns_incrementally(
     assert all(r["dataset"] == "mpii" and 0.0 <= r["Mean"] <= 100.0 and "Mean@0.1" in r for r in rows)
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == rows
 
+    # Each student's start is in the table, the result and run.json; the FPD student fine-tuned gt_only's weights.
+    gt_weights = result["students"]["gt_only"]
+    assert [r["init"] for r in rows] == ["-", "scratch", "gt_only student"]
+    assert result["inits"] == {"gt_only": "scratch", "fpd": "gt_only student"}
+    recorded = json.loads((tmp_path / "out" / "run.json").read_text())["students"]
+    assert [(s["variant"], s["init"], s["weights"]) for s in recorded] == [
+        ("gt_only", "scratch", gt_weights), ("fpd", "gt_only student", result["students"]["fpd"]),
+    ]  # fmt: skip
+    recipe = yaml.safe_load(Path(result["students"]["fpd"]).with_name("recipe.yaml").read_text())
+    assert (recipe["student_init"], recipe["student_backbone"]) == (gt_weights, None)
+    # What the first training step saw: the FPD student started from gt_only's trained weights. Ignoring the init
+    # would fail here: from scratch it starts where gt_only did (same seed), and one epoch moved gt_only from there.
+    assert len(starts) == 2 and _same(starts[1], gt_weights) and not _same(starts[0], gt_weights)
+
     artifacts = _artifacts(run_id)
     assert artifacts["distill-metrics"].type == "table"
     assert "student fpd" in str(artifacts["distill-metrics"].data)
@@ -94,6 +133,7 @@ def test_distill_flow_fills_cache_trains_scores_and_reruns_incrementally(
 
     # A folder dropped in: only its images are inferred; the student without unlabeled data is not retrained.
     add_folder(tmp_path / "unlabeled", "folder_b", 3)
+    starts.clear()
     second, second_id = _run(params)
     assert second["inferred"] == 3
     by_source = {s["source"]: s for s in json.loads((tmp_path / "out" / "run.json").read_text())["sources"]}
@@ -103,6 +143,7 @@ def test_distill_flow_fills_cache_trains_scores_and_reruns_incrementally(
     assert second["students"]["gt_only"] == result["students"]["gt_only"]
     assert _epochs_trained(second["students"]["gt_only"]) == 1
     assert second["students"]["fpd"] != result["students"]["fpd"]
+    assert len(starts) == 1 and _same(starts[0], gt_weights)  # the fresh FPD student fine-tunes the same gt_only
     assert TeacherTargetCache(params["cache_dir"]).inspect().per_source["folder/folder_b"] == 3
 
     # Nothing new: inference is skipped altogether.

@@ -25,6 +25,9 @@ def test_minimal_parameters_take_documented_defaults() -> None:
     params = DistillParams.model_validate(MINIMAL)
     assert params.alpha == 0.5 and params.use_ground_truth and params.num_shards == 1
     assert (params.labelled[0].train, params.labelled[0].val) == ("train", "valid")
+    # FPD's recipe: the FPD students fine-tune a ground-truth student (the run's gt_only without gt_checkpoint).
+    student = params.student
+    assert (student.fpd_init, student.gt_checkpoint, student.backbone) == ("gt_student", None, None)
     coco = DistillParams.model_validate(MINIMAL | {"labelled": [{"dataset": "coco", "root": "c"}]})
     assert (coco.labelled[0].train, coco.labelled[0].val) == ("train2017", "val2017")
 
@@ -38,6 +41,9 @@ def test_minimal_parameters_take_documented_defaults() -> None:
         ({"labelled": [{"dataset": "mpii", "root": "a"}, {"dataset": "coco", "root": "b"}]}, "different joint sets"),
         ({"labelled": []}, "at least 1"),
         ({"baselines": ["teacher_only"]}, "gt_only"),
+        ({"student": {"fpd_init": "scratch", "gt_checkpoint": "gt.pth"}}, "gt_checkpoint is where"),
+        ({"student": {"fpd_init": "pretrained"}}, "gt_student"),
+        ({"student": {"init_checkpoint": "gt.pth"}}, "Extra inputs"),
         ({"schedule": {"epochs": 3, "lr": 1e-3, "bogus": 1}}, "Extra inputs"),
     ],
 )
@@ -93,6 +99,7 @@ def test_the_students_base_recipe_carries_the_run_settings() -> None:
                                                      "device": {"device": "cpu", "num_workers": 1}})  # fmt: skip
     base = params.base_train_config()
     assert base.loss.alpha == 0.0 and base.data.teacher_cache is None and base.eval.dataset is None
+    assert base.student_init is None and base.student_backbone is None  # each variant sets its own start
     assert [(s.kind, str(s.root), s.split) for s in base.data.labelled] == [("mpii", "data/mpii", "train")]
     assert (base.optim.epochs, base.optim.lr, base.optim.milestones) == (3, 5e-4, (2,))
     assert (base.device, base.amp, base.data.workers, base.resume) == ("cpu", "none", 1, True)

@@ -87,7 +87,10 @@ def test_demo_deployment_runs_on_a_local_server_with_remote_shards(flow_data: di
         assert run.returncode == 0, run.stdout + run.stderr + (tmp_path / "worker.log").read_text()[-3000:]
         assert "Completed" in run.stdout
         metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-        assert [row["model"] for row in metrics] == ["teacher", "student fpd"]
+        # No baseline asked for: gt_only still trains first, the FPD student's starting point (FPD's recipe).
+        assert [(row["model"], row["init"]) for row in metrics] == [
+            ("teacher", "-"), ("student gt_only", "scratch"), ("student fpd", "gt_only student"),
+        ]  # fmt: skip
         shards = json.loads((tmp_path / "out" / "run.json").read_text())["shards"]
         assert [s["shard_index"] for s in shards] == [0, 1] and sum(s["new"] for s in shards) > 0
         assert not list((tmp_path / "out" / "inference").glob("*.log"))  # no local shard process: flow runs did it

@@ -72,15 +72,17 @@ def test_wrappers_hand_their_arguments_to_the_plain_functions(
     monkeypatch.setattr(tasks.evaluation, "evaluate_weights", spy("evaluate", {"Mean": 91.234567}))
     assert tasks.inference.infer_shard.fn(job) == "subprocess"
     assert tasks.inference.infer_shard_here.fn(job) == "here"
-    assert tasks.training.train_student.fn("recipe", "fpd", 2) == "train"
-    row = tasks.evaluation.score_model.fn("teacher", "tiny_teacher_mpii", "w.pt", "mpii", "data/mpii", "valid",
-                                          batch_size=8, device="cpu")  # fmt: skip
-    assert row == {"model": "teacher", "preset": "tiny_teacher_mpii", "dataset": "mpii", "Mean": 91.2346}
+    assert tasks.training.train_student.fn("recipe", "fpd", "gt_only student", 2) == "train"
+    row = tasks.evaluation.score_model.fn("student fpd", "tiny_student_mpii", "w.pt", "mpii", "data/mpii", "valid",
+                                          init="gt_only student", batch_size=8, device="cpu")  # fmt: skip
+    assert row == {"model": "student fpd", "preset": "tiny_student_mpii", "init": "gt_only student", "dataset": "mpii",
+                   "Mean": 91.2346}  # fmt: skip
     assert calls[:3] == [
-        ("subprocess", (job,), {}), ("here", (job,), {}), ("train", ("recipe", "fpd"), {"torch_threads": 2}),
+        ("subprocess", (job,), {}), ("here", (job,), {}),
+        ("train", ("recipe", "fpd"), {"init": "gt_only student", "torch_threads": 2}),
     ]  # fmt: skip
     name, args, kwargs = calls[3]
-    assert name == "evaluate" and args == ("tiny_teacher_mpii", "w.pt", "mpii", "data/mpii", "valid")
+    assert name == "evaluate" and args == ("tiny_student_mpii", "w.pt", "mpii", "data/mpii", "valid")
     assert kwargs["batch_size"] == 8 and str(kwargs["device"]) == "cpu" and kwargs["detections"] is None
 
 
