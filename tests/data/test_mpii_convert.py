@@ -73,7 +73,8 @@ def test_convert_with_listed_validation_images(tmp_path: Path) -> None:
     assert gt["headboxes_src"][:, :, 0].tolist() == [[10.0, 20.0], [40.0, 60.0]]
     assert gt["jnt_missing"][:, 0].sum() == 14 and gt["pos_gt_src"][9, :, 0].tolist() == [25.0, 21.0]
     (record,) = load_mpii(tmp_path / "mpii", "valid")  # the converted files read back with the loader
-    assert record.joints[9].tolist() == [24.0, 20.0] and record.center == pytest.approx((30.0, 90.0 + 22.5))
+    assert record.joints[9].tolist() == [24.0, 20.0]
+    assert record.center == pytest.approx((30.0 - 1, 90.0 + 22.5 - 1))  # HRNet: 1-based c - 1, after +15 s
 
 
 def test_convert_hashed_split_is_deterministic(tmp_path: Path) -> None:

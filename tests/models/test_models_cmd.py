@@ -12,7 +12,7 @@ def test_json_output(capsys):
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert set(rows) == {"resnet50_256x192", "tiny_student_mpii"}
     res = rows["resnet50_256x192"]
-    assert (res["params"], res["gflops"], res["num_joints"], res["color_order"]) == (33_999_697, 8.991, 17, "RGB")
+    assert (res["params"], res["gflops"], res["num_joints"], res["color_order"]) == (33_999_697, 8.991, 17, "BGR")
     assert res["input_size"] == [192, 256] and res["heatmap_size"] == [48, 64]
     assert rows["tiny_student_mpii"]["arch_options"]["depth"] == 3
 

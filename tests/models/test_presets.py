@@ -54,7 +54,8 @@ def test_output_size_and_published_figures(name):
 
 def test_conventions():
     by_name = {n: models.get_preset(n) for n in EXPECTED_NAMES}
-    assert {n for n, p in by_name.items() if p.color_order == "BGR"} == {"hg8_256", "hg4_128"}
+    bgr = {n for n, p in by_name.items() if p.color_order == "BGR"}
+    assert bgr == {"hg8_256", "hg4_128", "resnet50_256x192"}  # FPD hourglass and HRNet res50 configs: COLOR_RGB false
     assert by_name["hrnet_w32_256x192"].input_size == (192, 256)  # (width, height); the name reads H x W
     assert by_name["hrnet_w32_256x192"].input_hw == (256, 192)
     tiny_coco = by_name["tiny_student_coco"]
