@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,26 @@ class SampleRecord:
         return self.root / self.image
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        """Identity of the sample in the teacher cache (the fingerprint is compared separately)."""
-        return (self.source, self.image, self.instance_id)
+    def apply_exif_orientation(self) -> bool:
+        """Whether the image is decoded upright by its EXIF orientation tag, as a person sees it: folder photos.
+
+        The one place this rule lives. Unlabeled folder photos have no annotation to agree with, and a phone
+        photo is stored sideways with a tag saying so. MPII and COCO annotations index the raw pixel grid (HRNet
+        reads with ``cv2.IMREAD_IGNORE_ORIENTATION``), so their images are decoded raw.
+        """
+        return self.source.startswith("folder/")
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """Identity of the sample in the teacher cache: ``(source, resolved root, image, instance_id)``.
+
+        The resolved root is part of it so that two folders of one base name (``cam1/frames``, ``cam2/frames``),
+        or two roots of one split, never share keys; the fingerprint is compared separately.
+        """
+        return (self.source, resolved_root(self.root), self.image, self.instance_id)
+
+
+@functools.lru_cache(maxsize=4096)
+def resolved_root(root: Path) -> str:
+    """``root`` made absolute with symlinks resolved, as the teacher cache stores it (memoised: one per root)."""
+    return str(Path(root).resolve())

@@ -60,13 +60,15 @@ def cache_report(
         f"{summary.num_samples} samples ({summary.labelled} labelled, {summary.unlabeled} unlabeled) in "
         f"{summary.num_shards} shards, {summary.disk_bytes / 2**20:.1f} MiB ({summary.bytes_per_sample:.0f} B/sample).",
         "", "## This run", "",
-        "| source | images | samples | new images | new samples |", "|---|---|---|---|---|",
+        "| source | images | samples | new images | new samples | of which edited / moved | inputs skipped |",
+        "|---|---|---|---|---|---|---|",
         *(f"| {s.source}{' (new folder)' if s.new_folder else ''} | {s.images} | {s.samples} | {s.new_images} | "
-          f"{s.new_samples} |" for s in discovery.sources),
+          f"{s.new_samples} | {s.edited} / {s.moved} | {len(s.skipped)} |" for s in discovery.sources),
         "",
         *(f"- shard {r.shard_index}/{r.num_shards}: {r.new} new, {r.skipped} skipped, {r.failed} failed, "
           f"{r.seconds:.1f} s" for r in shards),
         *(["- nothing new: teacher inference skipped"] if not shards else []),
+        *_skipped_inputs(discovery, shards),
         "", "## Teacher confidence per joint", "", "| joint | mean | p10 | p50 |", "|---|---|---|---|",
         *(f"| {j.joint} | {j.mean:.3f} | {j.p10:.3f} | {j.p50:.3f} |" for j in summary.joint_confidence),
     ]  # fmt: skip
@@ -75,6 +77,23 @@ def cache_report(
         index = render_cache(cache_dir, overlays, n=n_overlays)
         lines += ["", "## Overlays", "", f"{n_overlays} cached samples drawn over their crops: `{index}`"]
     return "\n".join(lines) + "\n"
+
+
+SHOWN_SKIPPED = 20
+
+
+def _skipped_inputs(discovery: Discovery, shards: Sequence[ShardReport]) -> list[str]:
+    """Markdown rows of the inputs left out (unreadable files, bad boxes or annotations, images that failed to
+    decode), the first :data:`SHOWN_SKIPPED`; all of them are in ``run.json``."""
+    rows = [(s.source, name, reason) for s in discovery.sources for name, reason in s.skipped]
+    rows += [(f"shard {r.shard_index}/{r.num_shards}", path, "image could not be decoded (retried next run)")
+             for r in shards for path in r.failed_files]  # fmt: skip
+    if not rows:
+        return []
+    cells = [f"| {source} | `{name}` | {reason.replace('|', '/')} |" for source, name, reason in rows[:SHOWN_SKIPPED]]
+    more = ["", f"... and {len(rows) - SHOWN_SKIPPED} more (run.json)"] if len(rows) > SHOWN_SKIPPED else []
+    return ["", f"## Inputs skipped ({len(rows)})", "", "| source | file or item | reason |", "|---|---|---|",
+            *cells, *more]  # fmt: skip
 
 
 def run_summary(

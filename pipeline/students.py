@@ -178,6 +178,8 @@ def variant_config(
     raw = config_to_dict(base) | {"student_init": init.weights, "student_backbone": init.backbone}
     raw["loss"] = {**raw["loss"], "alpha": alpha, "use_ground_truth": use_ground_truth}
     raw["data"] = {**raw["data"], "unlabeled": list(unlabeled), "teacher_cache": cache_dir if needs_cache else None}
+    if needs_cache:  # training then checks that the cache holds this teacher's targets
+        raw |= {"teacher_preset": teacher["preset"], "teacher_checkpoint": teacher["checkpoint"]}
     raw["resume"] = True
     labelled = [f"{s['kind']}/{s['split']}" for s in raw["data"]["labelled"]]
     recipe = json.dumps({"config": raw, "teacher": dict(teacher) if needs_cache else None,

@@ -22,6 +22,8 @@ def read_json(path: str | Path, what: str) -> object:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid json ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not valid json (nested too deeply to parse)") from None
 
 
 def write_json(path: str | Path, payload: object) -> Path:

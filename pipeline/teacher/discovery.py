@@ -25,11 +25,16 @@ class SourceSummary:
     """One source as discovery saw it.
 
     Attributes:
-        source: source name (``"mpii/train"``, ``"folder/street"``).
+        source: display name, unique in the run (``"mpii/train"``, ``"folder/street"``, ``"folder/cam2/frames"``
+            when two folders are called ``frames``).
         images: distinct images in the source.
         samples: person instances (one per image for unlabeled folders).
         new_images: images with at least one instance missing from the teacher cache.
         new_samples: instances missing from the teacher cache.
+        root: the source's resolved root (its identity, with the records' source name).
+        edited: instances re-inferred because their image changed since it was cached.
+        moved: instances re-inferred because their crop (person box) changed since it was cached.
+        skipped: ``(file or item, reason)`` of each input of the source left out while reading it.
     """
 
     source: str
@@ -37,6 +42,10 @@ class SourceSummary:
     samples: int
     new_images: int
     new_samples: int
+    root: str = ""
+    edited: int = 0
+    moved: int = 0
+    skipped: tuple[tuple[str, str], ...] = ()
 
     @property
     def unlabeled(self) -> bool:
@@ -61,11 +70,14 @@ class Discovery:
 
     @property
     def unlabeled_sources(self) -> tuple[str, ...]:
-        return tuple(s.source for s in self.sources if s.unlabeled and s.samples > 0)
+        """The unlabeled folders with samples, as their resolved paths (names can be shared, paths cannot)."""
+        return tuple(s.root or s.source for s in self.sources if s.unlabeled and s.samples > 0)
 
     def digest(self, sources: Sequence[str]) -> str:
-        """Stable hash of the named sources' sizes: a student trained on them is stale when it changes."""
-        sizes = sorted((s.source, s.images, s.samples) for s in self.sources if s.source in sources)
+        """Stable hash of the sizes of the sources named (display name or root): a student trained on them is stale
+        when it changes."""
+        named = set(sources)
+        sizes = sorted((s.source, s.root, s.images, s.samples) for s in self.sources if named & {s.source, s.root})
         return hashlib.sha256(json.dumps(sizes).encode()).hexdigest()[:12]
 
     def log_lines(self) -> list[str]:
@@ -73,9 +85,13 @@ class Discovery:
         lines = []
         for s in self.sources:
             tag = " (new folder)" if s.new_folder else ""
+            counts = ((s.edited, "of edited images"), (s.moved, "with a moved box"))
+            stale = ", ".join(f"{n} {what}" for n, what in counts if n)
+            skipped = f"; {len(s.skipped)} input(s) skipped (first: {': '.join(s.skipped[0])})" if s.skipped else ""
             lines.append(
                 f"{s.source}{tag}: {s.images} images, {s.samples} samples, {s.new_images} new images "
-                f"({s.new_samples} samples) to infer"
+                f"({s.new_samples} samples{f', {stale}' if stale else ''}) to infer"
+                f"{skipped}"
             )
         lines.append(f"total to infer: {self.new_samples} samples")
         return lines
@@ -85,17 +101,25 @@ def summarise(
     loaded: Sequence[LoadedSource], plan: InferencePlan, plan_path: str | Path = ""
 ) -> Discovery:
     """Per-source counts of the ``loaded`` sources and of what ``plan`` must infer (in source order)."""
+
+    def identity(record: SampleRecord) -> tuple[str, str]:
+        return record.source, record.key[1]
+
     missing: list[SampleRecord] = [*plan.records, *plan.unreadable]
-    new_images: dict[str, set[str]] = {}
+    new_images: dict[tuple[str, str], set[str]] = {}
     for r in missing:
-        new_images.setdefault(r.source, set()).add(r.image)
-    new_samples = Counter(r.source for r in missing)
+        new_images.setdefault(identity(r), set()).add(r.image)
+    new_samples = Counter(identity(r) for r in missing)
+    edited, moved = set(plan.edited), set(plan.moved)
     summaries = []
     for source in loaded:
         images = {r.image for r in source.records}
+        root = source.root or (source.records[0].key[1] if source.records else "")
+        ident = (source.name, root)
         summaries.append(SourceSummary(
-            source.name, len(images), len(source.records), len(new_images.get(source.name, ())),
-            new_samples[source.name],
+            source.display, len(images), len(source.records), len(new_images.get(ident, ())), new_samples[ident],
+            ident[1], sum(r.key in edited for r in source.records), sum(r.key in moved for r in source.records),
+            tuple((str(name), str(reason)) for name, reason in source.skipped),
         ))  # fmt: skip
     return Discovery(tuple(summaries), str(plan_path))
 

@@ -1,10 +1,12 @@
 """What the teacher must infer: the records a cache lacks, found once per run and handed to every shard.
 
 Planning compares each record with what the cache holds for its key: a record is missing when its key is not
-cached or its image's content changed. An image whose size and mtime match the cached ones is not re-hashed
-(``storage.hashing.file_state``), so planning over a large cache reads only new or touched files. The plan
-(records with their fingerprints, and each image's state) is what shards receive: written once as JSON by
-discovery, read by each shard, which then only checks it against the cache's index (no rescan, no rehash).
+cached, its image's content changed (``edited``), or its crop did (``moved``: a person box edited in the
+annotations, another detector's box); the new record then supersedes the stale one. An image whose size and
+mtime match the cached ones is not re-hashed (``storage.hashing.file_state``), so planning over a large cache
+reads only new or touched files. The plan (records with their fingerprints, and each image's state) is what
+shards receive: written once as JSON by discovery, read by each shard, which then only checks it against the
+cache's index (no rescan, no rehash).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import numpy as np
 from pipeline.records import SampleRecord
 from storage.atomic import atomic_write
 from storage.cache import TeacherTargetCache
+from storage.cache.index import RecordKey
 from storage.hashing import FileState, file_state
 from storage.jsonfiles import read_json
 
-PLAN_FORMAT = "fpd-inference-plan-1"
+PLAN_FORMAT = "fpd-inference-plan-2"
 
 
 @dataclass(frozen=True)
@@ -35,49 +38,65 @@ class InferencePlan:
         states: image path (``str(record.path)``) -> its state when fingerprinted (stored with the heatmaps).
         unreadable: records whose image could not be stat'ed or read; inference reports them as failed.
         cached: keys of the planned-over records the cache already held (reported as skipped).
+        edited: keys among ``records`` cached from an image whose content has changed since.
+        moved: keys among ``records`` cached with another crop (centre, scale or rotation).
     """
 
     records: tuple[SampleRecord, ...]
     states: dict[str, FileState] = field(default_factory=dict)
     unreadable: tuple[SampleRecord, ...] = ()
-    cached: tuple[tuple[str, str, str], ...] = ()
+    cached: tuple[RecordKey, ...] = ()
+    edited: tuple[RecordKey, ...] = ()
+    moved: tuple[RecordKey, ...] = ()
 
 
 def plan_inference(records: Sequence[SampleRecord], cache: TeacherTargetCache) -> InferencePlan:
-    """The records of ``records`` that ``cache`` lacks (new key, or image content changed)."""
-    known = cache.file_states()
+    """The records of ``records`` that ``cache`` lacks (new key, image content changed, or crop changed)."""
+    known = cache.cached_samples()
     todo: list[SampleRecord] = []
     unreadable: list[SampleRecord] = []
-    cached_keys: list[tuple[str, str, str]] = []
+    cached_keys: list[RecordKey] = []
+    edited: list[RecordKey] = []
+    moved: list[RecordKey] = []
     states: dict[str, FileState] = {}
     for record in records:
         path = str(record.path)
         cached = known.get(record.key)
         if path not in states:
             try:
-                states[path] = file_state(path, cached)
+                states[path] = file_state(path, None if cached is None else cached.state)
             except OSError:
                 unreadable.append(record)
                 continue
         fingerprint = states[path].fingerprint
-        if cached is None or cached.fingerprint != fingerprint:
-            todo.append(replace(record, fingerprint=fingerprint))
-        else:
+        if cached is not None and cached.state.fingerprint != fingerprint:
+            edited.append(record.key)
+        elif cached is not None and not cached.same_crop(record.center, record.scale, record.rotation):
+            moved.append(record.key)
+        elif cached is not None:
             cached_keys.append(record.key)
+            continue
+        todo.append(replace(record, fingerprint=fingerprint))
     needed = {str(r.path) for r in todo}
     states = {p: s for p, s in states.items() if p in needed}
-    return InferencePlan(tuple(todo), states, tuple(unreadable), tuple(cached_keys))
+    return InferencePlan(tuple(todo), states, tuple(unreadable), tuple(cached_keys), tuple(edited), tuple(moved))
 
 
 def still_missing(plan: InferencePlan, cache: TeacherTargetCache) -> InferencePlan:
     """``plan`` less what the cache gained since it was made (a retried shard's own commits): index only."""
-    known = cache.file_states()
-    done = {r.key for r in plan.records if (c := known.get(r.key)) is not None and c.fingerprint == r.fingerprint}
+    known = cache.cached_samples()
+
+    def served(record: SampleRecord) -> bool:
+        cached = known.get(record.key)
+        return (cached is not None and cached.state.fingerprint == record.fingerprint
+                and cached.same_crop(record.center, record.scale, record.rotation))  # fmt: skip
+
+    done = {r.key for r in plan.records if served(r)}
     todo = tuple(r for r in plan.records if r.key not in done)
     return replace(plan, records=todo, cached=(*plan.cached, *sorted(done)))
 
 
-def slot_of(key: tuple[str, str, str], num_shards: int) -> int:
+def slot_of(key: RecordKey, num_shards: int) -> int:
     """The slot (0..num_shards-1) of a record key: a hash that is the same in every process and Python run."""
     digest = hashlib.blake2b("\x00".join(key).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % num_shards
@@ -88,7 +107,7 @@ def select_slot(plan: InferencePlan, shard_index: int, num_shards: int) -> Infer
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard index {shard_index} is not in 0..{num_shards - 1}")
 
-    def mine(key: tuple[str, str, str]) -> bool:
+    def mine(key: RecordKey) -> bool:
         return slot_of(key, num_shards) == shard_index
 
     records = tuple(r for r in plan.records if mine(r.key))
@@ -96,6 +115,7 @@ def select_slot(plan: InferencePlan, shard_index: int, num_shards: int) -> Infer
     return InferencePlan(
         records, {p: s for p, s in plan.states.items() if p in paths},
         tuple(r for r in plan.unreadable if mine(r.key)), tuple(k for k in plan.cached if mine(k)),
+        tuple(k for k in plan.edited if mine(k)), tuple(k for k in plan.moved if mine(k)),
     )  # fmt: skip
 
 
@@ -107,6 +127,8 @@ def save_plan(path: str | Path, plan: InferencePlan) -> Path:
         "unreadable": [_record_to_json(r) for r in plan.unreadable],
         "states": {p: asdict(s) for p, s in plan.states.items()},
         "cached": [list(k) for k in plan.cached],
+        "edited": [list(k) for k in plan.edited],
+        "moved": [list(k) for k in plan.moved],
     }
     with atomic_write(path, "w") as handle:
         json.dump(payload, handle)
@@ -127,10 +149,16 @@ def load_plan(path: str | Path) -> InferencePlan:
             records=tuple(_record_from_json(r) for r in data["records"]),
             states={p: FileState(**s) for p, s in data["states"].items()},
             unreadable=tuple(_record_from_json(r) for r in data["unreadable"]),
-            cached=tuple((str(a), str(b), str(c)) for a, b, c in data["cached"]),
+            cached=_keys(data["cached"]),
+            edited=_keys(data["edited"]),
+            moved=_keys(data["moved"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: damaged inference plan ({exc})") from None
+
+
+def _keys(items: list) -> tuple[RecordKey, ...]:
+    return tuple((str(a), str(b), str(c), str(d)) for a, b, c, d in items)
 
 
 def _record_to_json(record: SampleRecord) -> dict[str, object]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.records import SampleRecord
+from pipeline.records import SampleRecord, resolved_root
 from storage.cache import CacheIndex, ShardBatch
 from storage.hashing import FileState, file_state
 
@@ -50,7 +50,7 @@ def shard_batch(
         fingerprints.append(record.fingerprint or state.fingerprint)
     strings = {
         "source": [r.source for r in records],
-        "root": [str(Path(r.root).resolve()) for r in records],
+        "root": [resolved_root(r.root) for r in records],
         "image": [r.image for r in records],
         "instance_id": [str(r.instance_id) for r in records],
         "fingerprint": fingerprints,

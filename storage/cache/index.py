@@ -8,6 +8,7 @@ skipped with a ``RuntimeWarning`` naming it; the other shards read as usual.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +16,44 @@ import numpy as np
 
 from storage.cache.manifest import Manifest
 from storage.cache.shards import NUMERIC_COLUMNS, STRING_COLUMNS, read_columns
-from storage.hashing import sha256_file
+from storage.hashing import FileState, sha256_file
 
 Columns = tuple[dict[str, list[str]], dict[str, np.ndarray]]
+RecordKey = tuple[str, str, str, str]
+
+KEY_COLUMNS = ("source", "root", "image", "instance_id")
+"""The string columns that identify a record (``SampleRecord.key``). ``root`` is stored resolved, so two folders
+of one base name, or two roots of one split, never share a key; caches written before the root was part of the
+key already stored it resolved and read with the same keys."""
+
+
+@dataclass(frozen=True)
+class CachedSample:
+    """What the cache holds for one key, to tell whether a record is still served by it.
+
+    Attributes:
+        state: the image's size, mtime and content fingerprint when the sample was inferred.
+        center, scale, rotation: the crop the teacher saw (HRNet convention).
+    """
+
+    state: FileState
+    center: tuple[float, float]
+    scale: tuple[float, float]
+    rotation: float
+
+    def same_crop(self, center: Sequence[float], scale: Sequence[float], rotation: float) -> bool:
+        """Whether a record's crop is the cached one (to a millionth of a pixel: both come from the same floats)."""
+        return bool(
+            np.allclose(self.center, center, rtol=0, atol=1e-6)
+            and np.allclose(self.scale, scale, rtol=0, atol=1e-8)
+            and abs(self.rotation - rotation) <= 1e-6
+        )
+
+
+def row_key(strings: dict[str, list[str]] | dict[str, np.ndarray], row: int) -> RecordKey:
+    """The key of row ``row`` of a shard's (or the index's) string columns."""
+    source, root, image, instance_id = (str(strings[name][row]) for name in KEY_COLUMNS)
+    return (source, root, image, instance_id)
 
 
 class DamagedShardWarning(RuntimeWarning):
@@ -64,9 +100,17 @@ class CacheIndex:
     def __len__(self) -> int:
         return int(self.row.shape[0])
 
-    def key(self, i: int) -> tuple[str, str, str]:
-        """(source, image, instance_id) of live sample ``i``, as ``SampleRecord.key``."""
-        return (str(self.strings["source"][i]), str(self.strings["image"][i]), str(self.strings["instance_id"][i]))
+    def key(self, i: int) -> RecordKey:
+        """(source, root, image, instance_id) of live sample ``i``, as ``SampleRecord.key``."""
+        return row_key(self.strings, i)
+
+    def cached_sample(self, i: int) -> CachedSample:
+        """Image state and crop of live sample ``i``."""
+        num = self.numeric
+        state = FileState(int(num["file_size"][i]), int(num["file_mtime_ns"][i]), str(self.strings["fingerprint"][i]))
+        center, scale = num["center"][i], num["scale"][i]
+        return CachedSample(state, (float(center[0]), float(center[1])), (float(scale[0]), float(scale[1])),
+                            float(num["rotation"][i]))  # fmt: skip
 
 
 def shard_problem(path: Path, expected_size: int, expected_sha256: str, check_checksum: bool) -> tuple[str, str] | None:
@@ -109,11 +153,11 @@ def build_index(cache_dir: Path, manifest: Manifest, columns: ColumnCache, *, ch
         parts.append((len(names) - 1, np.flatnonzero(live), cols))
 
     # Defence in depth: should two live rows share a key, the later one wins, as supersession would decide.
-    newest: dict[tuple[str, str, str], int] = {}
+    newest: dict[RecordKey, int] = {}
     order: list[tuple[int, int]] = []
     for shard_idx, rows, (strings, _) in parts:
         for r in rows:
-            key = (strings["source"][r], strings["image"][r], strings["instance_id"][r])
+            key = row_key(strings, r)
             if key in newest:
                 order[newest[key]] = (-1, -1)
                 num_superseded += 1

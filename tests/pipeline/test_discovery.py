@@ -13,7 +13,8 @@ from pipeline.teacher.plan import InferencePlan
 
 
 def _record(source: str, image: str, instance: str = "0") -> SampleRecord:
-    return SampleRecord(source, Path("/data"), image, (10.0, 10.0), (1.0, 1.0), f"{image}#{instance}",
+    root = Path("/data") / source.split("/")[1] if source.startswith("folder/") else Path("/data")
+    return SampleRecord(source, root, image, (10.0, 10.0), (1.0, 1.0), f"{image}#{instance}",
                         joints=np.zeros((16, 2), np.float32) if source.startswith("mpii") else None)  # fmt: skip
 
 
@@ -37,7 +38,8 @@ def test_summarise_counts_images_samples_and_new_folders() -> None:
     assert by_source["folder/new"].new_folder and not by_source["folder/old"].new_folder
     assert not by_source["mpii/train"].new_folder  # a labelled split is never a "folder"
     assert discovery.new_samples == 3 and discovery.plan_path == "out/plan.json"
-    assert discovery.unlabeled_sources == ("folder/old", "folder/new")
+    # Folders are handed to training by path: two folders may share a name, never a path.
+    assert discovery.unlabeled_sources == (str(Path("/data/old").resolve()), str(Path("/data/new").resolve()))
     lines = discovery.log_lines()
     assert "folder/new (new folder): 2 images, 2 samples, 2 new images (2 samples) to infer" in lines
     assert lines[-1] == "total to infer: 3 samples"

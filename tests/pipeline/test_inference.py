@@ -26,7 +26,7 @@ from pipeline.flip import flip_test
 from pipeline.records import SampleRecord
 from pipeline.teacher import inference
 from pipeline.teacher.inference import open_teacher_cache, run_teacher_inference, teacher_provenance
-from pipeline.teacher.plan import plan_inference
+from pipeline.teacher.plan import plan_inference, slot_of
 from pipeline.teacher.records import cached_records
 from storage.cache import CacheMismatchError, TeacherTargetCache
 from storage.checkpoints import save_weights
@@ -102,15 +102,20 @@ def test_bad_image_is_reported_and_does_not_stop_the_run(tmp_path: Path) -> None
 
 
 def test_slots_fill_one_cache_side_by_side(tmp_path: Path) -> None:
-    make_images(tmp_path / "imgs", 5)
+    count = 5
+    make_images(tmp_path / "imgs", count)
+    # Keys hold the (random) tmp root: add images until both slots have work, so that the test cannot be vacuous.
+    while len({slot_of(r.key, 2) for r in scan_folder(tmp_path / "imgs", input_aspect=1.0)}) < 2:
+        count += 1
+        make_images(tmp_path / "imgs", count)
     model = tiny_teacher()
     cache = new_cache(tmp_path / "cache")
     reports = [infer(model, tmp_path / "imgs", cache, shard_index=i, num_shards=2) for i in (0, 1)]
-    assert sum(r.new for r in reports) == 5 and all(r.new for r in reports)
+    assert sum(r.new for r in reports) == count and all(r.new for r in reports)
     keys = [r.key for r in cached_records(cache.dataset().index)]
-    assert len(set(keys)) == 5
+    assert len(set(keys)) == count
     assert {s.slot for s in cache.manifest().shards} == {(0, 2), (1, 2)}
-    assert infer(model, tmp_path / "imgs", cache).skipped == 5
+    assert infer(model, tmp_path / "imgs", cache).skipped == count
 
 
 def test_wrong_teacher_is_refused(tmp_path: Path) -> None:
@@ -205,7 +210,7 @@ KILLABLE = textwrap.dedent(
     from models.presets import create_from_preset, get_preset
     from pipeline.data.folders import scan_folder
     from pipeline.teacher.inference import run_teacher_inference, teacher_provenance
-    from pipeline.teacher.plan import plan_inference
+    from pipeline.teacher.plan import plan_inference, slot_of
     from storage.cache import TeacherTargetCache
 
     preset = get_preset("tiny_teacher_mpii")

@@ -32,9 +32,15 @@ SCRATCH = StudentInit()
 def _discovery(*sources: str) -> Discovery:
     def record(source: str) -> SampleRecord:
         joints = np.zeros((16, 2), np.float32) if source.startswith("mpii") else None
-        return SampleRecord(source, Path("/data"), f"{source}.jpg", (10.0, 10.0), (1.0, 1.0), "0", joints=joints)
+        root = Path("/data") / source.split("/")[1] if source.startswith("folder/") else Path("/data")
+        return SampleRecord(source, root, f"{source}.jpg", (10.0, 10.0), (1.0, 1.0), "0", joints=joints)
 
     return summarise([LoadedSource(s, [record(s)], []) for s in sources], InferencePlan(()))
+
+
+def _root(folder: str) -> str:
+    """Unlabeled folders reach training as resolved paths."""
+    return str(Path("/data", folder).resolve())
 
 
 def _base() -> TrainConfig:
@@ -142,13 +148,13 @@ def test_student_recipes_resume_in_folders_keyed_by_their_inputs() -> None:
     before, after = _discovery("mpii/train", "folder/f"), _discovery("mpii/train", "folder/f", "folder/g")
     gt_only, fpd = _config("gt_only", before), _config("fpd", before)
     assert gt_only.data.teacher_cache is None and gt_only.loss.alpha == 0.0 and gt_only.data.unlabeled == ()
-    assert fpd.data.teacher_cache == "cache" and fpd.loss.alpha == 0.6 and fpd.data.unlabeled == ("folder/f",)
+    assert fpd.data.teacher_cache == "cache" and fpd.loss.alpha == 0.6 and fpd.data.unlabeled == (_root("f"),)
     assert fpd.resume and gt_only.resume and fpd.eval.dataset is None
     assert fpd.data.labelled == _base().data.labelled and fpd.device == "cpu"  # the base recipe is kept
     assert Path(fpd.output_dir).parent == Path("out/students") and Path(fpd.output_dir).name.startswith("fpd-")
     # New unlabeled data gives the FPD student a fresh folder; the ground-truth student keeps its finished one.
     assert _config("gt_only", after).output_dir == gt_only.output_dir
-    assert _config("fpd", after).data.unlabeled == ("folder/f", "folder/g")
+    assert _config("fpd", after).data.unlabeled == (_root("f"), _root("g"))
     assert _config("fpd", after).output_dir != fpd.output_dir
     assert _config("fpd", before, alpha=0.3).output_dir != fpd.output_dir
 
