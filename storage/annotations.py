@@ -1,8 +1,14 @@
-"""Files of ground truth and predictions for evaluation: MPII ``.mat``/``.npy``/``.json``, COCO results json.
+"""Files of ground truth and predictions for evaluation: MPII ``.mat``/``.npy``/``.json``, COCO keypoint json.
 
 Every reader checks what it reads and raises ``ValueError`` (or ``FileNotFoundError``) naming the file and
 what is wrong, so that ``fpd eval`` can print one clear line. The metrics themselves (``pipeline.metrics``)
 never touch files.
+
+A COCO keypoint annotation file is checked at two levels. The file is refused (``ValueError``) when it is not
+json or its top level is not an object with ``images``, ``annotations`` and ``categories`` lists. Its entries
+are checked one by one (:func:`read_coco_keypoint_file`): a malformed image or annotation is listed as a
+problem naming the entry and the field, and the caller chooses: the data loaders leave such entries out and
+report them, evaluation refuses the file (a metric over a silently smaller ground truth is wrong).
 
 MPII prediction formats (K joints per person, 16 in MPII's order; the caller says K):
 
@@ -19,9 +25,11 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.io
@@ -32,6 +40,11 @@ from storage.jsonfiles import read_json
 MPII_PREDICTION_SUFFIXES = (".mat", ".npy", ".json")
 _GT_KEYS = ("dataset_joints", "jnt_missing", "pos_gt_src", "headboxes_src")
 _RESULT_KEYS = ("image_id", "category_id", "keypoints", "score")
+COCO_PERSON = 1
+_JSON_NUMBERS = {int, float}
+_MAX_FLOAT = sys.float_info.max
+"""Category id of persons in COCO files: only their annotations carry keypoints to check."""
+_COCO_LISTS = ("images", "annotations", "categories")
 
 
 def _require_file(path: Path, what: str) -> None:
@@ -46,9 +59,12 @@ def _load_mat(path: Path) -> dict:
         raise ValueError(f"{path}: not a readable MATLAB .mat file ({exc})") from None
 
 
-def _joint_names(raw: np.ndarray) -> tuple[str, ...]:
+def _joint_names(raw: np.ndarray, path: Path) -> tuple[str, ...]:
     """``dataset_joints`` (a 1xK cell of strings as scipy loads it) as plain strings."""
-    return tuple(str(np.asarray(cell).reshape(-1)[0]) for cell in np.asarray(raw, dtype=object).reshape(-1))
+    cells = [np.asarray(cell).reshape(-1) for cell in np.asarray(raw, dtype=object).reshape(-1)]
+    if any(cell.size == 0 for cell in cells):
+        raise ValueError(f"{path}: dataset_joints has an empty cell; expected one joint name per cell")
+    return tuple(str(cell[0]) for cell in cells)
 
 
 class GroundTruthMat(NamedTuple):
@@ -80,7 +96,7 @@ def read_gt_mat(path: str | Path) -> GroundTruthMat:
     missing_keys = [key for key in _GT_KEYS if key not in mat]
     if missing_keys:
         raise ValueError(f"{path}: not an MPII gt_valid.mat, missing key(s) {', '.join(missing_keys)}")
-    names = _joint_names(mat["dataset_joints"])
+    names = _joint_names(mat["dataset_joints"], path)
     pos, jnt_missing, heads = mat["pos_gt_src"], mat["jnt_missing"], mat["headboxes_src"]
     k, n = len(names), (pos.shape[-1] if pos.ndim == 3 else -1)
     if pos.shape != (k, 2, n) or jnt_missing.shape != (k, n) or heads.shape != (2, 2, n):
@@ -88,6 +104,15 @@ def read_gt_mat(path: str | Path) -> GroundTruthMat:
             f"{path}: expected pos_gt_src ({k}, 2, N), jnt_missing ({k}, N), headboxes_src (2, 2, N); got "
             f"{pos.shape}, {jnt_missing.shape}, {heads.shape}"
         )
+    for key, array in (("pos_gt_src", pos), ("jnt_missing", jnt_missing), ("headboxes_src", heads)):
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+            raise ValueError(f"{path}: {key} is not numeric (dtype {array.dtype})")
+    # A NaN would not fail the metric, it would quietly turn it into NaN: only missing joints may hold anything.
+    labelled = ~jnt_missing.astype(bool)
+    if not np.isfinite(np.transpose(pos, (0, 2, 1))[labelled]).all():
+        raise ValueError(f"{path}: pos_gt_src of a labelled joint (jnt_missing 0) holds NaN or infinite values")
+    if not np.isfinite(heads).all():
+        raise ValueError(f"{path}: headboxes_src holds NaN or infinite values")
     return GroundTruthMat(
         joint_names=names,
         joints=np.transpose(pos, (2, 0, 1)).astype(np.float64) - 1.0,  # MATLAB 1-based -> 0-based
@@ -127,8 +152,8 @@ def load_mpii_predictions(path: str | Path, *, num_joints: int, num_persons: int
     elif suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise ValueError(f"{path}: not a plain numeric .npy array ({exc})") from None
+        except (ValueError, EOFError) as exc:  # EOFError: an empty or cut file
+            raise ValueError(f"{path}: not a plain numeric .npy array ({exc or 'empty file'})") from None
         preds = _shaped(array, (None, num_joints, 2), path, "array")
     elif suffix == ".json":
         preds = _shaped(_read_json_array(path), (None, num_joints, 2), path, "json list")
@@ -185,18 +210,177 @@ def save_coco_results(path: str | Path, results: Sequence[dict]) -> Path:
     return path
 
 
+class CocoKeypointFile(NamedTuple):
+    """A COCO keypoint annotation file: ``dataset``, its object with only the well-formed ``images`` and
+    ``annotations``, and ``problems``, ``(entry, reason)`` of each entry left out (images first, in file order),
+    e.g. ``("<file> annotation 3 (id 17)", "field 'bbox': expected 4 finite numbers, got [0, 0, 'a', 1]")``."""
+
+    dataset: dict[str, Any]
+    problems: list[tuple[str, str]]
+
+
+def read_coco_keypoint_file(path: str | Path, *, num_joints: int) -> CocoKeypointFile:
+    """Read a COCO keypoint annotation file and check each image and annotation (levels: the module docstring).
+
+    An image needs a unique integer ``id``, a ``file_name`` string and a positive ``width`` and ``height``. An
+    annotation needs a unique integer ``id``, the ``image_id`` of a kept image, an integer ``category_id`` and
+    ``iscrowd`` 0 or 1 (pycocotools indexes by all four); a person's also ``bbox`` [x, y, w, h] with w, h >= 0,
+    ``area`` >= 0, ``keypoints`` of ``3 * num_joints`` numbers and an integer ``num_keypoints`` >= 0 (what the
+    loaders and COCOeval read). All numbers finite.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not json, not an object with ``images``, ``annotations`` and ``categories`` lists, or a
+            category without an integer ``id``; the message names the file and the field.
+    """
+    path = Path(path)
+    dataset = read_json(path, "COCO annotation file")
+    if not isinstance(dataset, dict):
+        hint = " (it looks like an MPII/HRNet json list)" if isinstance(dataset, list) else ""
+        raise ValueError(f"{path}: expected a COCO annotation object with images and annotations{hint}")
+    missing = [key for key in _COCO_LISTS if key not in dataset]
+    if missing:
+        raise ValueError(f"{path}: not a COCO keypoint file, missing key(s) {', '.join(missing)}")
+    for key in _COCO_LISTS:
+        if not isinstance(dataset[key], list):
+            raise ValueError(f"{path}: field '{key}' must be a list, got {type(dataset[key]).__name__}")
+    for i, category in enumerate(dataset["categories"]):
+        if not isinstance(category, dict) or not _is_int(category.get("id")):
+            raise ValueError(f"{path}: categories entry {i}: expected an object with an integer 'id'")
+    problems: list[tuple[str, str]] = []
+    images: dict[int, dict] = {}
+    left_out: set[int] = set()
+    for i, image in enumerate(dataset["images"]):
+        reason = _image_problem(image, images)
+        if reason is None:
+            images[image["id"]] = image
+            continue
+        problems.append((f"{path} image {i}{_id_of(image)}", reason))
+        if isinstance(image, dict) and _is_int(image.get("id")) and image["id"] not in images:
+            left_out.add(image["id"])
+    annotations: dict[int, dict] = {}
+    for i, ann in enumerate(dataset["annotations"]):
+        reason = _annotation_problem(ann, images, left_out, annotations, num_joints)
+        if reason is None:
+            annotations[ann["id"]] = ann
+        else:
+            problems.append((f"{path} annotation {i}{_id_of(ann)}", reason))
+    kept = {**dataset, "images": list(images.values()), "annotations": list(annotations.values())}
+    return CocoKeypointFile(kept, problems)
+
+
+def raise_for_problems(problems: Sequence[tuple[str, str]]) -> None:
+    """Refuse a file with bad entries, as evaluation must: ``ValueError`` naming the first and counting the rest."""
+    if problems:
+        item, reason = problems[0]
+        more = f" (and {len(problems) - 1} more bad entries)" if len(problems) > 1 else ""
+        raise ValueError(f"{item}: {reason}{more}")
+
+
+def finite_numbers(value: object, count: int, what: str) -> list[float]:
+    """``value`` as ``count`` floats when it is a json list of that many finite numbers (booleans are no numbers).
+
+    Raises:
+        ValueError: ``"<what>: expected <count> finite numbers, got <value>"``.
+    """
+    # The type test runs in C first: a COCO train file has 7.6 million keypoint numbers to check.
+    if isinstance(value, list | tuple) and len(value) == count and set(map(type, value)) <= _JSON_NUMBERS:
+        floats = [float(v) if -_MAX_FLOAT <= v <= _MAX_FLOAT else math.nan for v in value]  # no int overflow
+        if all(map(math.isfinite, floats)):
+            return floats
+    elif isinstance(value, list | tuple) and len(value) == count and all(map(_is_number, value)):
+        return [float(v) for v in value]  # numpy numbers of a list made in code
+    raise ValueError(f"{what}: expected {count} finite numbers, got {_short(value)}")
+
+
+def is_file_name(value: object) -> bool:
+    """Whether ``value`` is a non-empty string that can be stored as UTF-8: json's ``\\udcff`` escapes can give
+    lone surrogates, the only characters UTF-8 cannot encode."""
+    return isinstance(value, str) and value != "" and not any("\ud800" <= c <= "\udfff" for c in value)
+
+
+def _image_problem(image: object, kept: dict[int, dict]) -> str | None:
+    if not isinstance(image, dict):
+        return f"expected an object, got {type(image).__name__}"
+    if not _is_int(image.get("id")):
+        return f"field 'id': expected an integer, got {_shown(image, 'id')}"
+    if image["id"] in kept:
+        return f"field 'id': {image['id']} is the id of an earlier image"
+    if not is_file_name(image.get("file_name")):
+        return f"field 'file_name': expected a file name in UTF-8, got {_shown(image, 'file_name')}"
+    for key in ("width", "height"):
+        if not _is_number(image.get(key)) or image[key] <= 0:
+            return f"field '{key}': expected a positive number, got {_shown(image, key)}"
+    return None
+
+
+def _annotation_problem(
+    ann: object, images: dict[int, dict], left_out: set[int], kept: dict[int, dict], num_joints: int
+) -> str | None:
+    if not isinstance(ann, dict):
+        return f"expected an object, got {type(ann).__name__}"
+    for key in ("id", "image_id", "category_id"):
+        if not _is_int(ann.get(key)):
+            return f"field '{key}': expected an integer, got {_shown(ann, key)}"
+    if ann["id"] in kept:
+        return f"field 'id': {ann['id']} is the id of an earlier annotation"
+    if ann["image_id"] not in images:
+        why = "was left out (see its entry)" if ann["image_id"] in left_out else "is not in the file's images"
+        return f"field 'image_id': image {ann['image_id']} {why}"
+    if ann.get("iscrowd") not in (0, 1):
+        return f"field 'iscrowd': expected 0 or 1, got {_shown(ann, 'iscrowd')}"
+    if ann["category_id"] != COCO_PERSON:
+        return None
+    try:
+        _, _, w, h = finite_numbers(ann.get("bbox"), 4, "field 'bbox'")
+        finite_numbers(ann.get("keypoints"), 3 * num_joints, "field 'keypoints'")
+    except ValueError as exc:
+        return str(exc)
+    if w < 0 or h < 0:
+        return f"field 'bbox': width and height must be >= 0, got {_short(ann['bbox'])}"
+    if not _is_number(ann.get("area")) or ann["area"] < 0:
+        return f"field 'area': expected a number >= 0, got {_shown(ann, 'area')}"
+    if not _is_int(ann.get("num_keypoints")) or ann["num_keypoints"] < 0:
+        return f"field 'num_keypoints': expected an integer >= 0, got {_shown(ann, 'num_keypoints')}"
+    return None
+
+
+def _id_of(entry: object) -> str:
+    return f" (id {_short(entry['id'])})" if isinstance(entry, dict) and "id" in entry else ""  # beside its index
+
+
+def _shown(entry: dict, key: str) -> str:
+    return _short(entry[key]) if key in entry else "nothing (no such key)"
+
+
+def _is_number(value: object) -> bool:
+    """A finite int or float (numpy's too), not a bool: json's ``true`` is no coordinate."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and -_MAX_FLOAT <= value <= _MAX_FLOAT
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _check_result(entry: object, num_joints: int, where: str) -> None:
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: expected an object, got {type(entry).__name__}")
     missing = [key for key in _RESULT_KEYS if key not in entry]
     if missing:
         raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
+    for key in ("image_id", "category_id"):
+        if not _is_int(entry[key]):
+            raise ValueError(f"{where}: {key} must be an integer, got {_short(entry[key])}")
     keypoints = entry["keypoints"]
     if not isinstance(keypoints, list) or len(keypoints) != 3 * num_joints:
         size = len(keypoints) if isinstance(keypoints, list) else type(keypoints).__name__
         raise ValueError(f"{where}: keypoints must be {3 * num_joints} numbers (x, y, score per joint), got {size}")
-    numbers = [*keypoints, entry["score"]]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+    if not all(_is_number(v) for v in [*keypoints, entry["score"]]):
         raise ValueError(f"{where}: keypoints and score must be finite numbers")
 
 

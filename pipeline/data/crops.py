@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 def crop_record(
     record: SampleRecord, input_size: geometry.Size, *, use_draft: bool = False
 ) -> tuple[np.ndarray, Image.Image]:
-    """Decode and crop one record's person box.
+    """Decode and crop one record's person box (upright by EXIF for folder photos: ``apply_exif_orientation``).
 
     Args:
         record: the person to crop (its ``center``, ``scale``, ``rotation``).
@@ -43,7 +43,9 @@ def crop_record(
     """
     matrix = geometry.crop_matrix(record.center, record.scale, record.rotation, input_size)
     zoom = input_size[0] / (float(record.scale[0]) * PIXEL_STD)
-    loaded = load_image(record.path, draft_scale=zoom if use_draft else None)
+    loaded = load_image(
+        record.path, draft_scale=zoom if use_draft else None, exif_orientation=record.apply_exif_orientation
+    )
     # The decoded pixel grid may be the reduced one: go from it to the original grid, then crop.
     image_matrix = geometry.compose_affine(matrix, loaded.draft_to_original) if loaded.draft_factor > 1 else matrix
     return matrix, geometry.warp_image(loaded.image, image_matrix, input_size)

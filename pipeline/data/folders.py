@@ -1,37 +1,65 @@
 """Unlabeled image folders: every image becomes one or more person records for teacher inference.
 
-A folder is scanned recursively for ``.jpg .jpeg .png .bmp .webp`` files (any case), sorted by relative POSIX
-path. Symlinks whose target lies outside the folder are skipped and reported, never followed.
+A folder is scanned recursively for files of every extension Pillow can read (``.jpg .png .tif .jpe .gif .ppm
+.webp ...``, any case; ``IMAGE_SUFFIXES``), sorted by relative POSIX path. Symlinks whose target lies outside
+the folder are skipped and reported, never followed.
 
 Person boxes come from an optional ``detections.json`` at the top of the folder, in the COCO results format
 keyed by file name::
 
     [{"file_name": "sub/a.jpg", "bbox": [x, y, w, h], "score": 0.97}, ...]
 
-(``file_name`` relative to the folder, POSIX separators; ``bbox`` in pixels; ``score`` optional, default 1).
-Boxes are padded by 1.25 like detector boxes on COCO. With such a file, an image without detections gets no
-record. Without it, the whole image is one person: centre at the image centre, box = the whole image widened
-to the input aspect, no padding. Image sizes are read from the file header only, so scanning 100k images is
-cheap; a file whose header cannot be read is reported as a failure, not raised.
+(``file_name`` relative to the folder, POSIX separators; ``bbox`` in pixels of the upright picture; ``score``
+optional, default 1). Boxes are padded by 1.25 like detector boxes on COCO. With such a file, an image without
+detections gets no record. Without it, the whole image is one person: centre at the image centre, box = the
+whole image widened to the input aspect, no padding. Image sizes are read from the file header only, so
+scanning 100k images is cheap. Photos are taken upright by their EXIF orientation tag (a phone photo is stored
+sideways): the size is the turned one, as every decode of a folder record turns it
+(``SampleRecord.apply_exif_orientation``).
+
+Bad input never stops a scan; each is a failure ``(name, reason)`` of the scan, by level:
+
+* item: a file or folder whose name is not valid UTF-8 (the cache stores names as UTF-8; named with ``\\xNN``
+  escapes), an escaping symlink, an image whose header cannot be read, and a ``detections.json`` entry that is
+  not an object with a ``file_name`` of an image in the folder and a ``bbox`` of positive finite width and
+  height (and a finite ``score`` when given): each is left out, the rest of the folder is used;
+* file: a ``detections.json`` that is not json or not a list, and a folder whose own path is not valid UTF-8,
+  raise ``ValueError`` naming it (no box of that folder can be trusted, or none of its names stored).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image, ImageFile
+
+from pipeline.data.coco import parse_box
 from pipeline.data.images import ImageDecodeError, read_image_size
 from pipeline.data.paths import PathEscapeError, check_relative, resolve_inside
 from pipeline.geometry import box_to_center_scale
 from pipeline.records import SampleRecord
+from storage.annotations import finite_numbers
+from storage.jsonfiles import read_json
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+UNREADABLE_FORMATS = frozenset({"MPEG"})
+"""Formats Pillow identifies but cannot decode: a video is no photo."""
+
+
+def _readable(image_format: str) -> bool:
+    opener = Image.OPEN.get(image_format, (None,))[0]
+    # Stub plugins (HDF5, GRIB, BUFR, WMF) only read a header; MPO files are opened by the JPEG plugin.
+    stub = isinstance(opener, type) and issubclass(opener, ImageFile.StubImageFile)
+    return image_format == "MPO" or (opener is not None and not stub and image_format not in UNREADABLE_FORMATS)
+
+
+IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items() if _readable(fmt))
+"""Lower-case extensions of the image formats this Pillow can read (the set depends on its plugins)."""
 DETECTIONS_FILE = "detections.json"
 
 
@@ -44,7 +72,7 @@ class FolderScan:
     Attributes:
         source: ``"folder/<folder name>"``.
         records: one record per person, sorted by image path.
-        failures: ``(relative path, reason)`` of each skipped file.
+        failures: ``(relative path or detections entry, reason)`` of each file or entry left out.
     """
 
     source: str
@@ -61,11 +89,26 @@ class FolderScan:
         return self.records[index]
 
 
+def printable(name: str) -> str:
+    """A file name as valid UTF-8 for messages: bytes that are not UTF-8 (``os`` keeps them as surrogates) as
+    ``\\xNN`` escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # surrogates: bytes of a name that is not UTF-8
+        return False
+    return True
+
+
 def list_images(folder: Path, *, recursive: bool = True) -> tuple[list[str], list[tuple[str, str]]]:
-    """Image files under ``folder`` as sorted relative POSIX paths, and the symlinks skipped for escaping it."""
+    """Image files under ``folder`` as sorted relative POSIX paths, and the entries skipped: symlinks leaving it,
+    names that are not UTF-8 (their name made printable)."""
     base = folder.resolve()
     found: list[str] = []
-    escaped: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
     seen_dirs = {base}
     for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
         here = Path(dirpath)
@@ -74,8 +117,12 @@ def list_images(folder: Path, *, recursive: bool = True) -> tuple[list[str], lis
             dirnames.clear()
         for name in sorted(dirnames):
             target = (here / name).resolve()
+            relative = (here / name).relative_to(base).as_posix()
             if not target.is_relative_to(base):
-                escaped.append(((here / name).relative_to(base).as_posix(), f"symlink to {target}, outside {base}"))
+                skipped.append((printable(relative), f"symlink to {printable(str(target))}, outside {base}"))
+            elif not _is_utf8(name):
+                skipped.append((printable(relative), "folder name is not valid UTF-8 (names are stored as UTF-8); "
+                                                     "rename it to use its images"))  # fmt: skip
             elif target not in seen_dirs:  # also stops symlink loops
                 seen_dirs.add(target)
                 keep.append(name)
@@ -85,35 +132,61 @@ def list_images(folder: Path, *, recursive: bool = True) -> tuple[list[str], lis
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             relative = path.relative_to(base).as_posix()
+            if not _is_utf8(name):
+                skipped.append((printable(relative), "file name is not valid UTF-8 (names are stored as UTF-8); "
+                                                     "rename it to use it"))  # fmt: skip
+                continue
             # Directories were checked on the way down: only a file that is itself a link can leave the folder.
             if path.is_symlink():
                 try:
                     resolve_inside(base, relative)
                 except PathEscapeError as exc:
-                    escaped.append((relative, str(exc)))
+                    skipped.append((relative, str(exc)))
                     continue
             found.append(relative)
-    for name, reason in escaped:
-        logger.warning("%s: skipped %s (%s)", folder, name, reason)
-    return sorted(found), escaped
+    for name, reason in skipped:
+        logger.warning("%s: skipped %s (%s)", printable(str(folder)), name, reason)
+    return sorted(found), skipped
 
 
-def _read_detections(folder: Path) -> dict[str, list[tuple[int, dict]]] | None:
+def _detection(det: object, folder: Path) -> tuple[str, tuple[float, float, float, float], float]:
+    """``(file name, box, score)`` of one ``detections.json`` entry.
+
+    Raises:
+        ValueError: naming the field that is wrong.
+    """
+    if not isinstance(det, dict):
+        raise ValueError(f"expected an object {{file_name, bbox, score}}, got {type(det).__name__}")
+    missing = [key for key in ("file_name", "bbox") if key not in det]
+    if missing:
+        raise ValueError(f"missing key(s) {', '.join(missing)}")
+    if not isinstance(det["file_name"], str):
+        raise ValueError(f"field 'file_name': expected a file name, got {det['file_name']!r}")
+    name = check_relative(det["file_name"], folder)
+    (score,) = finite_numbers([det.get("score", 1.0)], 1, "field 'score'")
+    return name, parse_box(det["bbox"]), score
+
+
+def _read_detections(
+    folder: Path,
+) -> tuple[dict[str, list[tuple[int, tuple[float, float, float, float], float]]] | None, list[tuple[str, str]]]:
+    """The boxes of ``detections.json`` by image name (None without the file), and its entries left out."""
     path = folder / DETECTIONS_FILE
     if not path.is_file():
-        return None
-    try:
-        entries = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid json ({exc})") from None
+        return None, []
+    entries = read_json(path, "detections file")
     if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a list of {{file_name, bbox, score}}")
-    by_file: dict[str, list[tuple[int, dict]]] = {}
+        raise ValueError(f"{path}: expected a list of {{file_name, bbox, score}}, got {type(entries).__name__}")
+    by_file: dict[str, list[tuple[int, tuple[float, float, float, float], float]]] = {}
+    bad: list[tuple[str, str]] = []
     for i, det in enumerate(entries):
-        if not isinstance(det, dict) or "file_name" not in det or "bbox" not in det:
-            raise ValueError(f"{path} entry {i}: expected {{file_name, bbox, score}}, got {det!r}")
-        by_file.setdefault(check_relative(str(det["file_name"]), folder), []).append((i, det))
-    return by_file
+        try:
+            name, box, score = _detection(det, folder)
+        except ValueError as exc:
+            bad.append((f"{DETECTIONS_FILE} entry {i}", str(exc)))
+            continue
+        by_file.setdefault(name, []).append((i, box, score))
+    return by_file, bad
 
 
 def scan_folder(folder: str | Path, *, input_aspect: float, recursive: bool = True) -> FolderScan:
@@ -126,18 +199,22 @@ def scan_folder(folder: str | Path, *, input_aspect: float, recursive: bool = Tr
 
     Raises:
         FileNotFoundError: ``folder`` is not a directory.
-        ValueError: a malformed ``detections.json``.
+        ValueError: a ``detections.json`` that is not a json list, or a folder path that is not UTF-8.
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
+        raise FileNotFoundError(f"image folder not found: {printable(str(folder))}")
+    if not _is_utf8(str(folder.resolve())):
+        raise ValueError(f"image folder {printable(str(folder.resolve()))}: its path is not valid UTF-8 (the cache "
+                         "stores paths as UTF-8); rename it")  # fmt: skip
     scan = FolderScan(source=f"folder/{folder.absolute().name}")
-    names, escaped = list_images(folder, recursive=recursive)
-    scan.failures.extend(escaped)
-    detections = _read_detections(folder)
+    names, skipped = list_images(folder, recursive=recursive)
+    scan.failures.extend(skipped)
+    detections, bad_detections = _read_detections(folder)
+    scan.failures.extend(bad_detections)
     for name in names:
         try:
-            width, height = read_image_size(folder / name)
+            width, height = read_image_size(folder / name, exif_orientation=True)  # = apply_exif_orientation
         except ImageDecodeError as exc:
             scan.failures.append((name, str(exc)))
             continue
@@ -146,14 +223,16 @@ def scan_folder(folder: str | Path, *, input_aspect: float, recursive: bool = Tr
             center = ((width - 1) * 0.5, (height - 1) * 0.5)  # pixel centres on integers
             scan.records.append(SampleRecord(scan.source, folder, name, center, scale, instance_id=f"{name}#0"))
             continue
-        for i, det in detections.get(name, []):
-            center, scale = box_to_center_scale(*(float(v) for v in det["bbox"]), aspect_ratio=input_aspect)
-            record = SampleRecord(
-                scan.source, folder, name, center, scale, instance_id=f"det{i}", score=float(det.get("score", 1.0))
-            )
-            scan.records.append(record)
+        for i, box, score in detections.get(name, []):
+            center, scale = box_to_center_scale(*box, aspect_ratio=input_aspect)
+            scan.records.append(SampleRecord(scan.source, folder, name, center, scale, f"det{i}", score=score))
+    listed = set(names)
+    for name, dets in (detections or {}).items():
+        if name not in listed:
+            scan.failures.extend((f"{DETECTIONS_FILE} entry {i}", f"no image {name!r} in the folder")
+                                 for i, _, _ in dets)  # fmt: skip
     if scan.failures:
-        logger.warning("%s: %d file(s) skipped", scan.source, len(scan.failures))
+        logger.warning("%s: %d file(s) or entries skipped", scan.source, len(scan.failures))
     return scan
 
 
@@ -161,17 +240,21 @@ def scan_unlabeled_root(root: str | Path, *, input_aspect: float) -> dict[str, F
     """One source per direct sub-folder of ``root`` (a folder dropped in later becomes a new source).
 
     Images lying directly in ``root`` form the source ``folder/<root name>`` (not recursive: the sub-folders are
-    their own sources). Sub-folders that are symlinks pointing outside ``root`` are skipped and logged.
+    their own sources). Sub-folders that are symlinks pointing outside ``root``, or whose name is not UTF-8, are
+    skipped and logged.
 
     Returns:
         Source name -> scan, sorted by source name.
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"unlabeled root not found: {root}")
+        raise FileNotFoundError(f"unlabeled root not found: {printable(str(root))}")
     scans: dict[str, FolderScan] = {}
     for child in sorted(root.iterdir()):
         if not child.is_dir():
+            continue
+        if not _is_utf8(child.name):
+            logger.warning("skipping source folder %s: its name is not valid UTF-8", printable(str(child)))
             continue
         try:
             resolve_inside(root, child.name)

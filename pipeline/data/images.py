@@ -1,7 +1,13 @@
 """Image decoding to RGB (any Pillow mode), JPEG draft decoding, content fingerprints, network input tensors.
 
-Pixels are read as stored: the EXIF orientation tag is ignored, as MPII/COCO annotations refer to the raw pixel
-grid (and so do HRNet and MMPose, which read with OpenCV's ``IMREAD_IGNORE_ORIENTATION``).
+EXIF orientation: by default pixels are read as stored and the orientation tag is ignored, as MPII/COCO
+annotations refer to the raw pixel grid (HRNet's ``JointsDataset`` and MMPose read with OpenCV's
+``IMREAD_IGNORE_ORIENTATION``). ``exif_orientation=True`` gives the picture as a person sees it instead (what
+Pillow's ``ImageOps.exif_transpose`` gives), for unlabeled folder photos: a phone photo is stored sideways and
+upright only through its tag. Which records get which is decided in one place, ``SampleRecord.apply_exif_orientation``;
+``read_image_size`` and ``load_image`` read the tag from the file header alike, so the size a scan saw is the size
+decoded. An image that needs turning is decoded in full (no draft: the reduced grid of a turned odd-sized image is
+not ``draft_to_original``'s).
 
 JPEG draft mode: libjpeg can decode at 1/2, 1/4 or 1/8 of the size by scaling the DCT, faster than a full decode.
 A crop that shrinks the image anyway (zoom < 1/2) keeps its resolution when it starts from such a reduced image,
@@ -23,10 +29,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from PIL.Image import Transpose
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DRAFT_FACTORS = (8, 4, 2)
+ORIENTATION_TAG = 0x0112
+EXIF_TRANSPOSE = {
+    2: Transpose.FLIP_LEFT_RIGHT, 3: Transpose.ROTATE_180, 4: Transpose.FLIP_TOP_BOTTOM, 5: Transpose.TRANSPOSE,
+    6: Transpose.ROTATE_270, 7: Transpose.TRANSVERSE, 8: Transpose.ROTATE_90,
+}  # fmt: skip
+"""EXIF orientation (2..8; 1 is upright) -> the transpose that makes the stored pixels upright, as in Pillow's
+``ImageOps.exif_transpose``; 5..8 swap width and height."""
 
 
 class ImageDecodeError(ValueError):
@@ -40,7 +54,7 @@ class LoadedImage:
     Attributes:
         image: the RGB image, reduced by ``draft_factor`` in each direction.
         draft_factor: 1 for a full decode, else the JPEG draft reduction (2, 4 or 8).
-        original_size: (width, height) of the stored image.
+        original_size: (width, height) of the full image, after the EXIF turn when one was applied.
     """
 
     image: Image.Image
@@ -82,7 +96,26 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | Path, *, draft_scale: float | None = None) -> LoadedImage:
+def _orientation_of(image: Image.Image) -> int:
+    """The EXIF orientation still to apply to an opened image, 1 (upright) when absent or not a known value.
+
+    Pillow turns a TIFF itself, its size at open and its pixels at load: nothing is left to apply. PNG is read
+    from the chunks before the pixel data: Pillow's ``getexif`` on a PNG decodes the whole file to look for a
+    late ``eXIf`` chunk, which would make folder scans decode every image.
+    """
+    if image.format == "TIFF":
+        return 1
+    if image.format == "PNG":
+        exif = Image.Exif()
+        if "exif" in image.info:
+            exif.load(image.info["exif"])
+    else:
+        exif = image.getexif()
+    value = exif.get(ORIENTATION_TAG, 1)
+    return value if value in EXIF_TRANSPOSE else 1
+
+
+def load_image(path: str | Path, *, draft_scale: float | None = None, exif_orientation: bool = False) -> LoadedImage:
     """Decode an image file to RGB.
 
     Args:
@@ -90,6 +123,8 @@ def load_image(path: str | Path, *, draft_scale: float | None = None) -> LoadedI
         draft_scale: the crop zoom (output pixels per image pixel) the image is decoded for. Below 1/2, a JPEG
             is decoded at a reduced size that still has at least the crop's resolution (see the module notes);
             None or other formats: full decode.
+        exif_orientation: turn the pixels upright by the EXIF orientation tag (unlabeled folder photos; the
+            caller passes ``record.apply_exif_orientation``); False keeps the raw pixel grid.
 
     Returns:
         The decoded image and its draft factor.
@@ -99,9 +134,10 @@ def load_image(path: str | Path, *, draft_scale: float | None = None) -> LoadedI
     """
     path = Path(path)
     with _image_errors(path, "cannot decode"), Image.open(path) as image:
+        turn = EXIF_TRANSPOSE.get(_orientation_of(image)) if exif_orientation else None
         original_size = image.size
         factor = 1
-        if draft_scale is not None and image.format == "JPEG":
+        if draft_scale is not None and image.format == "JPEG" and turn is None:
             wanted = draft_factor_for(draft_scale)
             if wanted > 1:
                 request = (max(image.width // wanted, 1), max(image.height // wanted, 1))
@@ -110,17 +146,27 @@ def load_image(path: str | Path, *, draft_scale: float | None = None) -> LoadedI
                     factor = round(original_size[0] / result[1][2])
         image.load()
         rgb = _to_rgb(image)  # loaded pixels outlive the file handle closed by the with block
-    return LoadedImage(image=rgb, draft_factor=factor, original_size=original_size)
+    if turn is not None:
+        rgb = rgb.transpose(turn)
+    return LoadedImage(image=rgb, draft_factor=factor, original_size=rgb.size if turn is not None else original_size)
 
 
-def read_image_size(path: str | Path) -> tuple[int, int]:
+def read_image_size(path: str | Path, *, exif_orientation: bool = False) -> tuple[int, int]:
     """(width, height) from the file header only (Pillow opens lazily), for cheap scans of large folders.
+
+    Args:
+        path: image file.
+        exif_orientation: the size once turned upright by the EXIF tag (swapped for orientations 5..8), as
+            ``load_image`` with the same flag decodes it.
 
     Raises:
         ImageDecodeError: missing file or unreadable header.
     """
     with _image_errors(path, "cannot read header"), Image.open(path) as image:
-        return image.size
+        width, height = image.size
+        if exif_orientation and _orientation_of(image) >= 5:
+            return height, width
+        return width, height
 
 
 @contextmanager

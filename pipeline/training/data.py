@@ -6,16 +6,22 @@ The teacher cache holds, for each record, the flip-tested heatmaps of the *unaug
 with the affine ``A = M_aug @ inverse(M_cached)`` (cached heatmap pixels -> augmented heatmap pixels), and a
 flip also swaps left/right channels. Without augmentation ``A`` is the identity and the cached array is used
 as is (bit-exact).
+
+A training image that cannot be decoded must not stop a run (nor kill a DataLoader worker): the sample is
+logged, naming the file and the cause, and the next record's sample takes its place (up to
+``MAX_SUBSTITUTES`` in a row; more means the data is broken, and that raises).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import Dataset
@@ -23,9 +29,14 @@ from torch.utils.data import Dataset
 from models.joints import JointSet
 from pipeline.augment import AugmentConfig, CropParams, crop_params_matrix, sample_crop, transform_joints
 from pipeline.codec import HeatmapCodec
-from pipeline.data.images import load_image, to_tensor
+from pipeline.data.images import ImageDecodeError, load_image, to_tensor
 from pipeline.geometry import Size, compose_affine, crop_matrix, invert_affine, warp_image
 from pipeline.records import SampleRecord
+
+logger = logging.getLogger(__name__)
+
+MAX_SUBSTITUTES = 16
+"""Undecodable images in a row that a sample may skip over before the dataset gives up."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +126,7 @@ class DistillDataset(Dataset):
 
     Items are dicts: ``image`` (3, H_in, W_in) float32, ``target`` (K, h, w) float32 (zeros when unlabeled),
     ``target_weight`` (K,) float32, ``teacher`` (K, h, w) float32 (zeros without a cache), ``labelled`` bool,
-    ``index`` int.
+    ``index`` int (the record the sample is of: the next decodable one when ``records[i]``'s image is not).
     """
 
     def __init__(
@@ -151,8 +162,21 @@ class DistillDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Tensor | int | bool]:
-        record = self.records[index]
-        image = load_image(record.path).image
+        tries = min(MAX_SUBSTITUTES + 1, len(self.records))
+        for offset in range(tries):
+            candidate = (index + offset) % len(self.records)
+            record = self.records[candidate]
+            try:
+                image = load_image(record.path, exif_orientation=record.apply_exif_orientation).image
+            except ImageDecodeError as exc:
+                logger.warning("training sample %d skipped, the next one takes its place: %s", candidate, exc)
+                continue
+            return self._sample(candidate, record, image)
+        raise ImageDecodeError(f"{self.records[index].path} and the {tries - 1} training image(s) after it cannot "
+                               "be decoded; check the data")  # fmt: skip
+
+    def _sample(self, index: int, record: SampleRecord, image: Image.Image) -> dict[str, Tensor | int | bool]:
+        """The sample of ``records[index]`` on its decoded ``image``; its draws depend on ``index`` alone."""
         if self.augment is None:
             params = CropParams.from_record(record)
         else:

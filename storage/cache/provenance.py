@@ -12,6 +12,14 @@ IDENTITY_EXEMPT = ("package_version", "created")
 same teacher produces the same targets, so they never make a cache "different"."""
 
 
+EXIF_ORIENTATIONS = ("folders", "none")
+_HINTS = {
+    "exif_orientation": "a cache made before folder photos were turned upright by their EXIF orientation: its "
+    "targets of rotated phone photos are of the sideways picture; write this run into a new cache folder",
+}
+"""What to do about a difference, for the fields whose name alone does not say it."""
+
+
 class CacheMismatchError(ValueError):
     """A cache was opened with a provenance that differs from the one it was made with."""
 
@@ -40,6 +48,9 @@ class CacheProvenance:
         color_order: channel order the teacher was fed (``"RGB"`` or ``"BGR"``).
         draft_decode: whether JPEG inputs were decoded at reduced size (libjpeg's scaled DCT, "draft mode")
             instead of in full; the two give inputs some grey levels apart, so their targets differ.
+        exif_orientation: which images were turned upright by their EXIF orientation tag before cropping:
+            ``"folders"`` (unlabeled folder photos; annotated datasets raw) or ``"none"`` (raw pixels everywhere,
+            the caches written before the field existed). A rotated phone photo gives other crops either way.
         package_version: version of this package that wrote the cache (not part of the identity).
         created: ISO time the cache was created (not part of the identity).
     """
@@ -56,6 +67,7 @@ class CacheProvenance:
     decode: str = "hrnet"
     color_order: str = "RGB"
     draft_decode: bool = False
+    exif_orientation: str = "folders"
     package_version: str = ""
     created: str = ""
 
@@ -65,6 +77,8 @@ class CacheProvenance:
         object.__setattr__(self, "heatmap_size", tuple(int(v) for v in self.heatmap_size))
         object.__setattr__(self, "joint_names", tuple(str(v) for v in self.joint_names))
         object.__setattr__(self, "flip_pairs", tuple((int(a), int(b)) for a, b in self.flip_pairs))
+        if self.exif_orientation not in EXIF_ORIENTATIONS:
+            raise ValueError(f"exif_orientation must be one of {EXIF_ORIENTATIONS}, got {self.exif_orientation!r}")
 
     def diff(self, other: CacheProvenance) -> list[str]:
         """Human-readable differences in the identity fields, e.g. ``"input_size: (128, 128) != (256, 256)"``."""
@@ -74,7 +88,8 @@ class CacheProvenance:
                 continue
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             if mine != theirs:
-                out.append(f"{f.name}: {_short(mine)} != {_short(theirs)}")
+                hint = f" ({_HINTS[f.name]})" if f.name in _HINTS else ""
+                out.append(f"{f.name}: {_short(mine)} != {_short(theirs)}{hint}")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,9 +101,10 @@ class CacheProvenance:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CacheProvenance:
         known = {f.name for f in fields(cls)}
-        # Caches written before the field existed were all inferred from draft decodes: reading them as such means
-        # that adding full-decode targets to one is refused instead of silently mixed in.
-        data = {"draft_decode": True, **data}
+        # Caches written before a field existed read with the value they were made with, so that adding targets
+        # of today's rule to one is refused instead of silently mixed in: they were all inferred from draft
+        # decodes, and from raw pixels (EXIF orientation ignored) in every source.
+        data = {"draft_decode": True, "exif_orientation": "none", **data}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod

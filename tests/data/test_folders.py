@@ -56,7 +56,10 @@ def test_detections_file_gives_boxes(folder: Path) -> None:
     assert scan[0].center == pytest.approx((7.5, 10.0))
     assert scan[0].scale == pytest.approx((15 / 200 * 1.25, 20 / 200 * 1.25))
     (folder / "detections.json").write_text(json.dumps([{"bbox": [0, 0, 1, 1]}]))
-    with pytest.raises(ValueError, match="entry 0: expected"):
+    scan = scan_folder(folder, input_aspect=0.75)  # a bad entry is skipped and named, not raised
+    assert len(scan) == 0 and scan.failures == [("detections.json entry 0", "missing key(s) file_name")]
+    (folder / "detections.json").write_text(json.dumps({"b.jpg": [0, 0, 1, 1]}))
+    with pytest.raises(ValueError, match=r"detections\.json: expected a list"):  # the whole file is refused
         scan_folder(folder, input_aspect=0.75)
 
 

@@ -49,7 +49,9 @@ def test_mat_predictions_are_one_based(tmp_path, real_data):
 
 
 def write(path: Path, content) -> Path:
-    if path.suffix == ".npy":
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif path.suffix == ".npy":
         np.save(path, content)
     elif path.suffix == ".mat":
         scipy.io.savemat(path, content)
@@ -69,6 +71,7 @@ def write(path: Path, content) -> Path:
         ("p.mat", {"pos_pred_src": np.zeros((16, 3, 5))}, r"pos_pred_src has shape \(16, 3, 5\)"),
         ("p.txt", "1 2", "unknown predictions format '.txt'"),
         ("p.npy", np.full((5, 16, 2), np.nan), "NaN"),
+        ("p.npy", b"", "not a plain numeric .npy array"),  # an empty (cut) file
     ],
 )
 def test_bad_mpii_predictions_name_file_and_problem(tmp_path, name, content, message):
@@ -98,6 +101,27 @@ def test_bad_ground_truth_mat(tmp_path, real_data):
         load_mpii_gt(tmp_path / "c.mat")
 
 
+def test_malformed_ground_truth_mat_names_file_and_field(tmp_path, real_data):
+    good = {k: v for k, v in scipy.io.loadmat(real_data / "mpii" / "annot" / "gt_valid_first5.mat").items()
+            if not k.startswith("__")}  # fmt: skip
+    names = good["dataset_joints"].copy()
+    names[0, 3] = np.array([])
+    heads = good["headboxes_src"].copy()
+    heads[0, 0, 2] = np.nan
+    pos = good["pos_gt_src"].copy()
+    pos[9, 0, 1] = np.inf  # a labelled head top
+    cases = [
+        (dict(good, dataset_joints=names), "dataset_joints has an empty cell"),
+        (dict(good, headboxes_src=heads), "headboxes_src holds NaN"),
+        (dict(good, pos_gt_src=pos), "pos_gt_src of a labelled joint"),
+        (dict(good, jnt_missing=np.full(good["jnt_missing"].shape, "x")), "jnt_missing is not numeric"),
+    ]
+    for i, (content, message) in enumerate(cases):
+        path = write(tmp_path / f"{i}.mat", content)
+        with pytest.raises(ValueError, match=rf"{i}\.mat: {message}"):  # evaluation: never a silent NaN metric
+            read_gt_mat(path)
+
+
 def test_gt_mat_arrays_and_the_mpii_joint_order_check(tmp_path, real_data):
     path = real_data / "mpii" / "annot" / "gt_valid_first5.mat"
     mat = read_gt_mat(path)
@@ -125,6 +149,7 @@ def test_coco_results_round_trip_and_checks(tmp_path, real_data):
         ([entry, {k: v for k, v in entry.items() if k != "score"}], r"entry 1: missing key.*score"),
         ([dict(entry, score=float("nan"))], "finite numbers"),
         ([dict(entry, keypoints=["x"] * 51)], "finite numbers"),
+        ([dict(entry, image_id="1")], "entry 0: image_id must be an integer"),
     ]
     for content, message in bad:
         with pytest.raises(ValueError, match=message):
