@@ -15,17 +15,31 @@ from storage.checkpoints import load_checkpoint
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``"auto"`` -> CUDA when available else CPU; a bare ``"cuda"`` picks this process's local GPU.
 
+    A device this machine does not have is refused here, by name, rather than by a torch error at the first
+    tensor moved there (after a cache folder was created or a model built).
+
     Raises:
-        ValueError: ``name`` is not a device torch knows (the message names it).
+        ValueError: ``name`` is not a device torch knows, or not one this machine has (the message says which).
     """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
+        raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but CUDA is not available on this machine (no GPU visible, "
+                             "or a torch built without CUDA); use cpu or auto")  # fmt: skip
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} asked for, but this machine has {torch.cuda.device_count()} "
+                             "CUDA devices (cuda:0 ...)")  # fmt: skip
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} asked for, but MPS is not available on this machine; use cpu or auto")
+    elif device.type not in ("cpu", "mps"):
+        raise ValueError(f"device {name!r} is not supported; expected auto, cpu, cuda, cuda:N or mps")
     return device
 
 

@@ -12,6 +12,7 @@ held lock at once (``os.register_at_fork``); closing a copy never releases the p
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -76,9 +77,11 @@ class FileLock:
                         raise LockBusyError(f"{self.description} is locked by another process ({self.path})") from None
                     raise
                 time.sleep(0.02)
-        # The holder's pid is informative only (the lock itself is the flock), so a stale value is harmless.
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        # The holder's pid is informative only (the lock itself is the flock), so a stale value is harmless, and a
+        # full disk must not stop a writer from taking its lock: its commits then report the full disk.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         _HELD.add(self)
         return self

@@ -1,4 +1,7 @@
-"""`fpd cache inspect | render | verify`: look at a teacher target cache without changing it."""
+"""`fpd cache inspect | render | verify | repair`: look at a teacher target cache; repair is the one that changes it.
+
+A damaged manifest (``storage.cache.ManifestError``, a ValueError) ends every sub-command as one line, exit 2.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("cache", help="inspect, render or verify a teacher target cache")
+    parser = subparsers.add_parser("cache", help="inspect, render, verify or repair a teacher target cache")
     sub = parser.add_subparsers(dest="cache_command", required=True)
 
     inspect = sub.add_parser("inspect", help="provenance, counts, disk use, teacher confidence")
@@ -30,6 +33,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("path", type=Path, help="cache folder")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(func=_verify)
+
+    repair = sub.add_parser(
+        "repair", help="drop damaged shards whose samples were inferred again; rebuild a damaged manifest",
+        description="Take damaged shards (those `fpd cache verify` reports) out of the manifest when every sample "
+                    "they hold has a newer record elsewhere, i.e. `fpd infer` with the same sources re-inferred "
+                    "them; their files move to damaged/. A damaged shard whose samples are not all re-inferred, or "
+                    "whose rows cannot be read, is kept unless --force.",
+    )  # fmt: skip
+    repair.add_argument("path", type=Path, help="cache folder")
+    repair.add_argument("--force", action="store_true",
+                        help="drop every damaged shard; its samples are then missing and the next fpd infer infers "
+                             "them")  # fmt: skip
+    repair.add_argument("--rebuild-manifest", action="store_true",
+                        help="write a new manifest from the shard files when manifest.json cannot be read")  # fmt: skip
+    repair.add_argument("--json", action="store_true", help="print one JSON object")
+    repair.set_defaults(func=_repair)
 
 
 def _open(path: Path) -> Any:
@@ -87,6 +106,56 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repair(args: argparse.Namespace) -> int:
+    from pipeline.cli import UserError
+    from storage.cache import CacheWriteError, TeacherTargetCache
+
+    try:
+        if args.rebuild_manifest:
+            if not any(args.path.glob("shard-*.h5")):
+                raise FileNotFoundError(f"{args.path} holds no shard files to rebuild a manifest from")
+            return _print_rebuild(TeacherTargetCache(args.path).rebuild_manifest(), args.json)
+        report = _open(args.path).repair(force=args.force)
+    except CacheWriteError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps(report.to_dict()))
+        return 0 if report.ok else 1
+    for shard in report.shards:
+        print(f"{'DROPPED' if shard.dropped else 'KEPT':8} {shard.name} ({shard.status}: {shard.detail}): "
+              f"{_verdict(shard)}")  # fmt: skip
+    print(f"{len(report.shards)} damaged shards: {len(report.dropped)} dropped, {len(report.kept)} kept"
+          + ("" if report.kept else ": fpd cache verify passes now"))  # fmt: skip
+    return 0 if report.ok else 1
+
+
+def _verdict(shard: Any) -> str:
+    """What repair decided about one damaged shard and, when kept, what to do."""
+    if shard.not_reinferred is None:
+        known = f"its rows cannot be read, so whether its {shard.num_samples} samples were inferred again is unknown"
+    elif shard.not_reinferred:
+        known = f"{shard.not_reinferred} of its {shard.num_samples} samples have no record in another shard"
+    else:
+        known = f"all {shard.num_samples} samples have a newer record elsewhere"
+    if shard.dropped:
+        return f"{known}; dropped from the manifest, file moved to damaged/"
+    return (f"{known}; run fpd infer with the same sources first, then repair again (--force drops it anyway: its "
+            "samples are then missing and the next fpd infer infers them)")  # fmt: skip
+
+
+def _print_rebuild(report: Any, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(report.to_dict()))
+        return 0
+    if report.backup:
+        print(f"the unreadable manifest was copied to {report.backup}")
+    for name, reason in report.set_aside:
+        print(f"SET ASIDE {name}: {reason} (moved to damaged/)")
+    print(f"new manifest lists {len(report.shards)} shards, {report.num_samples} samples "
+          f"({report.num_superseded} superseded records hidden); run fpd cache verify to check it")  # fmt: skip
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     report = _open(args.path).verify()
     if args.json:
@@ -100,4 +169,7 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"TEMP      {name}: unfinished shard of a writer (removed by the next writer of its slot)")
     damaged = len(report.damaged)
     print(f"{len(report.shards)} shards, {damaged} damaged" + ("" if damaged else ": cache is sound"))
+    if damaged:
+        print(f"fpd infer with the same sources infers their samples again; then `fpd cache repair {args.path}` "
+              "takes the damaged shards out of the manifest")  # fmt: skip
     return 0 if report.ok else 1

@@ -1,10 +1,20 @@
-"""`fpd infer`: flip-test teacher heatmaps for MPII / COCO / folder sources into a teacher target cache."""
+"""`fpd infer`: flip-test teacher heatmaps for MPII / COCO / folder sources into a teacher target cache.
+
+Bad options are refused by argparse (or, for ``--device``, before anything is loaded or written); a cache that
+cannot be written, a full disk or a damaged manifest end as one line, exit 2; Ctrl-C ends with one line saying what
+this run committed, exit 130. Every shard committed before such an end stays, and rerunning resumes.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 SHOWN_FAILURES = 10
 
@@ -28,11 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--coco", action="append", default=[], metavar="ROOT[:split]", help="COCO source (val2017)")
     parser.add_argument("--folder", action="append", default=[], metavar="DIR", help="folder of unlabeled images")
     parser.add_argument("--detections", type=Path, help="person detections for the --coco sources (default: GT boxes)")
-    parser.add_argument("--shard", default="0/1", metavar="I/N", help="this process's slot of N (default 0/1)")
-    parser.add_argument("--batch-size", type=int, default=32, help="crops per forward pass (default 32)")
+    parser.add_argument("--shard", type=shard_slot, default=(0, 1), metavar="I/N",
+                        help="this process's slot of N (default 0/1)")  # fmt: skip
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="crops per forward pass (default 32)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
-    parser.add_argument("--workers", type=int, default=2, help="image decoding processes (default 2)")
-    parser.add_argument("--shard-size", type=int, default=512, help="samples per shard file (default 512)")
+    parser.add_argument("--workers", type=non_negative_int, default=2,
+                        help="image decoding processes (default 2; 0 decodes in this process)")  # fmt: skip
+    parser.add_argument("--shard-size", type=positive_int, default=512, help="samples per shard file (default 512)")
     parser.add_argument("--compression", choices=("none", "lzf", "gzip1", "gzip4", "lzf-q", "gzip1-q"), default="lzf",
                         help="shard compression (default lzf; see docs/cache.md)")  # fmt: skip
     parser.add_argument("--decode", choices=("hrnet", "dark"), default="hrnet", help="joint decoding rule")
@@ -44,32 +56,73 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"I/N"`` -> (I, N) with 0 <= I < N."""
+def shard_slot(text: str) -> tuple[int, int]:
+    """argparse type of ``--shard``: ``"I/N"`` -> (I, N) with 0 <= I < N."""
     try:
         index, count = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected I/N (e.g. 0/4), got {text!r}") from None
     if not 0 <= index < count:
-        raise ValueError(f"--shard {text}: need 0 <= I < N")
+        raise argparse.ArgumentTypeError(f"{text}: need 0 <= I < N (slot I of N processes, counted from 0)")
     return index, count
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer of at least 0."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: `fpd --help` and the other commands do not pay for torch and h5py.
     from pipeline.cli import UserError
-    from pipeline.data.sources import load_sources, parse_source_spec
-    from pipeline.runtime import load_model, resolve_device
-    from pipeline.teacher.inference import open_teacher_cache, run_teacher_inference
-    from pipeline.teacher.plan import plan_inference
-    from storage.cache import CacheLockedError
+    from pipeline.runtime import resolve_device
+    from storage.cache import CacheLockedError, CacheWriteError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    shard_index, num_shards = parse_shard(args.shard)
     if not (args.mpii or args.coco or args.folder):
         raise UserError("give at least one source: --mpii, --coco or --folder")
     if args.detections is not None and not args.coco:
         raise UserError("--detections applies to --coco sources, and none was given")
+    try:  # before the cache folder is created or the teacher loaded
+        device = resolve_device(args.device or "auto")
+    except ValueError as exc:
+        raise UserError(f"--device {args.device}: {exc}") from None
+    before = _slot_shards(args.cache, args.shard)
+    try:
+        return _infer(args, device)
+    except (CacheLockedError, CacheWriteError) as exc:
+        raise UserError(str(exc)) from None
+    except KeyboardInterrupt:
+        # The writer committed what it had buffered on the way out; say what stays, not where Python was.
+        print(f"fpd infer: interrupted; {_kept(args.cache, args.shard, before)}", file=sys.stderr)
+        return 130
+
+
+def _infer(args: argparse.Namespace, device: torch.device) -> int:
+    from pipeline.data.sources import load_sources, parse_source_spec
+    from pipeline.runtime import load_model
+    from pipeline.teacher.inference import open_teacher_cache, run_teacher_inference
+    from pipeline.teacher.plan import plan_inference
+
+    shard_index, num_shards = args.shard
     preset, model = load_model(args.teacher, args.checkpoint)
     cache = open_teacher_cache(args.cache, preset, args.checkpoint, decode=args.decode,
                                draft_decode=args.draft_decode)  # fmt: skip
@@ -83,14 +136,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"  skipped {name}: {reason}")
     plan = plan_inference([r for source in loaded for r in source.records], cache)
 
-    try:
-        report = run_teacher_inference(
-            model, preset, plan, cache, batch_size=args.batch_size, device=resolve_device(args.device or "auto"),
-            shard_index=shard_index, num_shards=num_shards, num_workers=args.workers, shard_size=args.shard_size,
-            progress=not args.no_progress, compression=args.compression, draft_decode=args.draft_decode,
-        )  # fmt: skip
-    except CacheLockedError as exc:
-        raise UserError(str(exc)) from None
+    report = run_teacher_inference(
+        model, preset, plan, cache, batch_size=args.batch_size, device=device,
+        shard_index=shard_index, num_shards=num_shards, num_workers=args.workers, shard_size=args.shard_size,
+        progress=not args.no_progress, compression=args.compression, draft_decode=args.draft_decode,
+    )  # fmt: skip
     print(f"slot {shard_index}/{num_shards}: {report.new} new, {report.skipped} skipped, {report.failed} failed "
           f"({len(report.shards)} shards written to {cache.path})")  # fmt: skip
     for name in report.failed_files[:SHOWN_FAILURES]:
@@ -98,3 +148,23 @@ def run(args: argparse.Namespace) -> int:
     if len(report.failed_files) > SHOWN_FAILURES:
         print(f"  ... and {len(report.failed_files) - SHOWN_FAILURES} more files")
     return 0
+
+
+def _slot_shards(cache_dir: Path, slot: tuple[int, int]) -> set[str]:
+    """Names of the shards of ``slot`` the cache lists now (none when there is no cache yet)."""
+    from storage.cache import TeacherTargetCache
+
+    cache = TeacherTargetCache(cache_dir)
+    return {s.name for s in cache.manifest().shards if s.slot == slot} if cache.exists() else set()
+
+
+def _kept(cache_dir: Path, slot: tuple[int, int], before: set[str]) -> str:
+    """What an interrupted run leaves: the shards it committed, the cache's total, how to go on."""
+    from storage.cache import TeacherTargetCache
+
+    cache = TeacherTargetCache(cache_dir)
+    shards = cache.manifest().shards if cache.exists() else []
+    mine = [s for s in shards if s.slot == slot and s.name not in before]
+    return (f"kept the {len(mine)} shard(s) ({sum(s.num_samples for s in mine)} samples) this run committed to "
+            f"{cache_dir}, which lists {len(shards)} shard(s) ({sum(s.num_samples for s in shards)} samples) in all; "
+            "run the same command again to infer the rest (committed samples are skipped)")  # fmt: skip

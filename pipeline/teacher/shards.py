@@ -23,6 +23,7 @@ from pathlib import Path
 from pipeline.runtime import load_model, resolve_device, set_torch_threads
 from pipeline.teacher.inference import open_teacher_cache, run_teacher_inference
 from pipeline.teacher.plan import load_plan
+from storage.cache import CacheLockedError, CacheWriteError
 from storage.jsonfiles import read_json, write_json
 
 
@@ -146,7 +147,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     job = ShardJob(**json.loads(sys.stdin.read()))
-    print(json.dumps(asdict(run_shard(job))))
+    try:
+        report = run_shard(job)
+    except (CacheLockedError, CacheWriteError, ValueError) as exc:
+        # The parent shows the end of this log: one line saying what and where (a full disk, a damaged manifest,
+        # a bad device), not a traceback through the pipeline.
+        print(f"teacher-inference shard {job.shard_index}/{job.num_shards}: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(asdict(report)))
     return 0
 
 

@@ -4,11 +4,15 @@
 SHA-256, and the rows that later shards superseded (an edited image re-inferred: the old record stays in its
 immutable shard, the manifest marks it dead). A shard file that the manifest does not list does not exist for
 readers.
+
+A manifest that cannot be read as one (garbage bytes, cut short, JSON of another shape) raises
+:class:`ManifestError`, which names the file and what is wrong: readers and writers stop there rather than guess.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +23,20 @@ from storage.cache.provenance import CacheProvenance
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "fpd-teacher-cache-1"
+SHARD_NAME_RE = re.compile(r"^shard-[0-9a-f]{32}\.h5$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ManifestError(ValueError):
+    """``manifest.json`` is not a readable manifest; the message names the file, the problem and the way out."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"teacher cache manifest {path} is damaged: {problem}. The shard files beside it are untouched: "
+            f"`fpd cache repair {path.parent} --rebuild-manifest` lists them again (or move the folder aside)"
+        )
 
 
 @dataclass(frozen=True)
@@ -78,11 +96,96 @@ class Manifest:
 
 
 def load_manifest(cache_dir: Path) -> Manifest:
-    """Read ``cache_dir/manifest.json``; FileNotFoundError when the folder is not a cache."""
+    """Read ``cache_dir/manifest.json``.
+
+    Raises:
+        FileNotFoundError: the folder is not a cache (no manifest).
+        ManifestError: the manifest is not valid JSON or not of the manifest's shape (the message says where).
+    """
     path = Path(cache_dir) / MANIFEST_NAME
     if not path.exists():
         raise FileNotFoundError(f"{cache_dir} is not a teacher cache (no {MANIFEST_NAME})")
-    return Manifest.from_dict(json.loads(path.read_text()))
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ManifestError(path, f"not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        what = "the file is empty" if not exc.doc.strip() else f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise ManifestError(path, f"not valid JSON ({what})") from None
+    problem = manifest_problem(data)
+    if problem is not None:
+        raise ManifestError(path, problem)
+    try:
+        return Manifest.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:  # a provenance field of the wrong type
+        raise ManifestError(path, f"provenance: {type(exc).__name__}: {exc}") from None
+
+
+def manifest_problem(data: Any) -> str | None:
+    """What makes parsed JSON not a manifest (the first problem found), None when it has the right shape.
+
+    Checked before building the dataclasses so that a wrong shape is named, not met as a ``KeyError`` deep inside.
+    """
+    if not isinstance(data, dict):
+        return f"expected a JSON object, found {_kind(data)}"
+    if data.get("format") != MANIFEST_FORMAT:
+        return f"format is {data.get('format')!r}, expected {MANIFEST_FORMAT!r}"
+    if not isinstance(data.get("provenance"), dict):
+        return f"'provenance' must be an object, found {_kind(data.get('provenance'))}"
+    shards = data.get("shards")
+    if not isinstance(shards, list):
+        return f"'shards' must be a list, found {_kind(shards)}"
+    sizes: dict[str, int] = {}
+    for i, entry in enumerate(shards):
+        problem = _entry_problem(entry)
+        if problem is None and entry["name"] in sizes:
+            problem = f"{entry['name']} is listed twice"
+        if problem is not None:
+            return f"shards[{i}]: {problem}"
+        sizes[entry["name"]] = entry["num_samples"]
+    superseded = data.get("superseded", {})
+    if not isinstance(superseded, dict):
+        return f"'superseded' must be an object, found {_kind(superseded)}"
+    for name, rows in superseded.items():
+        if not isinstance(rows, list) or not all(_is_int(r) and r >= 0 for r in rows):
+            return f"superseded[{name!r}] must be a list of row numbers"
+        if name in sizes and any(r >= sizes[name] for r in rows):
+            return f"superseded[{name!r}] lists a row beyond the shard's {sizes[name]} samples"
+    return None
+
+
+def _entry_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict):
+        return f"expected an object, found {_kind(entry)}"
+    missing = [k for k in ("name", "num_samples", "size", "sha256", "slot", "created") if k not in entry]
+    if missing:
+        return "missing " + ", ".join(repr(k) for k in missing)
+    # Names are joined to the cache folder and files are moved by repair: only plain shard names are accepted.
+    if not isinstance(entry["name"], str) or not SHARD_NAME_RE.match(entry["name"]):
+        return f"name {entry['name']!r} is not a shard file name (shard-<32 hex>.h5)"
+    for key in ("num_samples", "size"):
+        if not _is_int(entry[key]) or entry[key] < 0:
+            return f"{key} must be a non-negative integer, found {entry[key]!r}"
+    if not isinstance(entry["sha256"], str) or not _SHA256_RE.match(entry["sha256"]):
+        return f"sha256 must be 64 hexadecimal digits, found {entry['sha256']!r}"
+    slot = entry["slot"]
+    if not (isinstance(slot, list) and len(slot) == 2 and all(_is_int(v) for v in slot) and 0 <= slot[0] < slot[1]):
+        return f"slot must be [I, N] with 0 <= I < N, found {slot!r}"
+    if not isinstance(entry["created"], str):
+        return f"created must be a string, found {entry['created']!r}"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's type as JSON calls it, for messages."""
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def save_manifest(cache_dir: Path, manifest: Manifest) -> None:

@@ -16,6 +16,7 @@ Layout of a shard (N samples, K joints, heatmaps H x W):
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -90,43 +91,55 @@ def write_shard(
 ) -> None:
     """Write ``batch`` as a complete shard at ``path`` and fsync it (the caller renames it into place).
 
+    The HDF5 file is built in memory and written with plain file writes: a full disk or an I/O error then
+    fails in a plain file write, with the HDF5 file already closed, instead of inside the HDF5 library, which leaves
+    a half-flushed file open after such an error and crashes the interpreter when it is freed later.
+
     Args:
-        path: the temporary file name to write.
+        path: the temporary file name to write (created; an existing file is an error).
         provenance: the cache's provenance, stored as attributes.
         batch: the samples; ``heatmaps`` (N, K, H, W) are stored as float16.
         slot: (shard_index, num_shards) of the writer, for inspection.
         compression: a key of ``COMPRESSIONS``.
         created: ISO time stamp.
+
+    Raises:
+        OSError: writing or syncing ``path`` failed (the caller removes the partial file).
     """
-    n = batch.num_samples
-    with h5py.File(path, "w", libver="latest") as f:
-        f.attrs["format"] = SHARD_FORMAT
-        f.attrs["provenance"] = provenance.to_json()
-        for name, value in provenance.to_dict().items():
-            f.attrs[f"provenance.{name}"] = json.dumps(value) if isinstance(value, list) else value
-        f.attrs["slot"] = np.asarray(slot, dtype=np.int64)
-        f.attrs["num_samples"] = n
-        f.attrs["compression"] = compression
-        f.attrs["created"] = created
-        for name in STRING_COLUMNS:
-            f.create_dataset(name, data=np.asarray(batch.strings[name], dtype=object), dtype=h5py.string_dtype())
-        for name in NUMERIC_COLUMNS:
-            f.create_dataset(name, data=batch.numeric[name])
-        filters, quantum = COMPRESSIONS[compression]
-        heatmaps = np.round(batch.heatmaps / quantum) * quantum if quantum else batch.heatmaps
-        # One chunk per sample: a random read decompresses exactly the sample it needs.
-        f.create_dataset(
-            "heatmaps",
-            data=heatmaps.astype(np.float16, copy=False),
-            chunks=(1, *batch.heatmaps.shape[1:]),
-            shuffle=bool(filters),
-            **filters,
-        )
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    image = io.BytesIO()
+    with h5py.File(image, "w", libver="latest") as f:
+        _fill_shard(f, provenance, batch, slot, compression, created)
+    with open(path, "xb") as out:
+        out.write(image.getbuffer())
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _fill_shard(
+    f: h5py.File, provenance: CacheProvenance, batch: ShardBatch, slot: tuple[int, int], compression: str, created: str
+) -> None:
+    f.attrs["format"] = SHARD_FORMAT
+    f.attrs["provenance"] = provenance.to_json()
+    for name, value in provenance.to_dict().items():
+        f.attrs[f"provenance.{name}"] = json.dumps(value) if isinstance(value, list) else value
+    f.attrs["slot"] = np.asarray(slot, dtype=np.int64)
+    f.attrs["num_samples"] = batch.num_samples
+    f.attrs["compression"] = compression
+    f.attrs["created"] = created
+    for name in STRING_COLUMNS:
+        f.create_dataset(name, data=np.asarray(batch.strings[name], dtype=object), dtype=h5py.string_dtype())
+    for name in NUMERIC_COLUMNS:
+        f.create_dataset(name, data=batch.numeric[name])
+    filters, quantum = COMPRESSIONS[compression]
+    heatmaps = np.round(batch.heatmaps / quantum) * quantum if quantum else batch.heatmaps
+    # One chunk per sample: a random read decompresses exactly the sample it needs.
+    f.create_dataset(
+        "heatmaps",
+        data=heatmaps.astype(np.float16, copy=False),
+        chunks=(1, *batch.heatmaps.shape[1:]),
+        shuffle=bool(filters),
+        **filters,
+    )
 
 
 def read_columns(path: Path) -> tuple[dict[str, list[str]], dict[str, np.ndarray]]:
@@ -137,6 +150,28 @@ def read_columns(path: Path) -> tuple[dict[str, list[str]], dict[str, np.ndarray
         strings = {name: list(f[name].asstr()[:]) for name in STRING_COLUMNS}
         numeric = {name: np.asarray(f[name][:]) for name in NUMERIC_COLUMNS}
     return strings, numeric
+
+
+@dataclass(frozen=True)
+class ShardHeader:
+    """A shard's file attributes: the provenance it was written with, writer slot, sample count, time stamp."""
+
+    provenance: CacheProvenance
+    slot: tuple[int, int]
+    num_samples: int
+    created: str
+
+
+def read_header(path: Path) -> ShardHeader:
+    """The attributes of the shard at ``path`` (OSError, KeyError or ValueError when they cannot be parsed)."""
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != SHARD_FORMAT:
+            raise OSError(f"{path.name}: not a teacher cache shard (format {f.attrs.get('format')!r})")
+        slot = f.attrs["slot"]
+        return ShardHeader(
+            CacheProvenance.from_json(str(f.attrs["provenance"])), (int(slot[0]), int(slot[1])),
+            int(f.attrs["num_samples"]), str(f.attrs["created"]),
+        )  # fmt: skip
 
 
 def check_structure(path: Path, provenance: CacheProvenance, num_samples: int | None = None) -> list[str]:

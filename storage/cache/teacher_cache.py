@@ -8,39 +8,70 @@ that slot) or a renamed shard the manifest does not list yet (adopted by the nex
 
 * ``locks/slot-<I>-of-<N>.lock`` is held by the one writer filling slot ``I`` of ``N`` for its whole run; a
   second writer of the same slot is refused, writers of other slots of the same ``N`` run side by side;
-* ``locks/manifest.lock`` is held briefly to open a writer, to commit a shard and to create the cache.
+* ``locks/manifest.lock`` is held briefly to open a writer, to commit a shard, to create and to repair the cache.
   Opening a writer with ``N`` while a writer with another ``N'`` is alive is refused (their slots overlap).
+
+A folder that cannot be written (read-only, no permission, disk full) raises one ``CacheWriteError`` naming the
+path; reading needs no write access. ``repair`` takes damaged shards out of the manifest once their samples were
+inferred again, and rebuilds an unreadable manifest from the shards (``storage.cache.report`` decides what).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import shutil
 import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import h5py
-
 from storage.atomic import fsync_directory
 from storage.cache.dataset import TeacherTargetDataset
-from storage.cache.index import CacheIndex, ColumnCache, DamagedShardWarning, build_index
-from storage.cache.manifest import MANIFEST_NAME, Manifest, ShardEntry, load_manifest, save_manifest, utc_now
+from storage.cache.index import (
+    CachedSample,
+    CacheIndex,
+    ColumnCache,
+    DamagedShardWarning,
+    RecordKey,
+    build_index,
+    row_key,
+)
+from storage.cache.manifest import (
+    MANIFEST_NAME,
+    SHARD_NAME_RE,
+    Manifest,
+    ManifestError,
+    ShardEntry,
+    load_manifest,
+    save_manifest,
+    utc_now,
+)
 from storage.cache.provenance import CacheMismatchError, CacheProvenance, package_version
-from storage.cache.report import CacheSummary, VerifyReport, summarize_cache, verify_cache
-from storage.cache.shards import COMPRESSIONS, DEFAULT_COMPRESSION, check_structure
-from storage.cache.writer import CacheWriter
-from storage.hashing import FileState, sha256_file
+from storage.cache.report import (
+    DAMAGED_DIR,
+    CacheSummary,
+    RebuildReport,
+    RepairReport,
+    VerifyReport,
+    judge_damaged,
+    rebuilt_manifest,
+    summarize_cache,
+    verify_cache,
+)
+from storage.cache.shards import COMPRESSIONS, DEFAULT_COMPRESSION, check_structure, read_header
+from storage.cache.writer import CacheWriteError, CacheWriter, write_failure
+from storage.hashing import sha256_file
 from storage.locking import FileLock, LockBusyError, is_locked
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_LOCK_TIMEOUT_S = 60.0
 _TEMP_RE = re.compile(r"^\.tmp-slot(\d+)of(\d+)-[0-9a-f]+\.h5$")
-_SHARD_RE = re.compile(r"^shard-[0-9a-f]{32}\.h5$")
 
 
 class CacheLockedError(RuntimeError):
@@ -72,16 +103,18 @@ class TeacherTargetCache:
 
         Raises:
             CacheMismatchError: the cache exists with a different identity; the message names each difference.
+            CacheWriteError: the folder (or its parent) cannot be written.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
-        with self._manifest_lock():
-            if self.exists():
-                differences = self.provenance.diff(provenance)
-                if differences:
-                    raise CacheMismatchError(str(self.path), differences)
-            else:
-                stamped = replace(provenance, package_version=package_version(), created=utc_now())
-                save_manifest(self.path, Manifest(provenance=stamped))
+        with self._writing("create or open the cache for writing"):
+            self.path.mkdir(parents=True, exist_ok=True)
+            with self._manifest_lock():
+                if self.exists():
+                    differences = self.provenance.diff(provenance)
+                    if differences:
+                        raise CacheMismatchError(str(self.path), differences)
+                else:
+                    stamped = replace(provenance, package_version=package_version(), created=utc_now())
+                    save_manifest(self.path, Manifest(provenance=stamped))
         return self
 
     @property
@@ -103,16 +136,14 @@ class TeacherTargetCache:
         """Torch dataset over the live records (see ``storage.cache.dataset.TeacherTargetDataset``)."""
         return TeacherTargetDataset(self.path, check_checksums=check_checksums)
 
-    def file_states(self) -> dict[tuple[str, str, str], FileState]:
-        """``(source, image, instance_id)`` -> the image's state when its sample was cached, for every live sample.
+    def cached_samples(self) -> dict[RecordKey, CachedSample]:
+        """Key -> image state and crop of every live sample (what planning and training compare records with).
 
         Shards are checked against their manifest checksums first (as the training reader does), so the samples
         of a damaged shard are absent here and get planned again rather than silently lost to training.
         """
         index = self.index(check_checksums=True)
-        size, mtime = index.numeric["file_size"], index.numeric["file_mtime_ns"]
-        fingerprint = index.strings["fingerprint"]
-        return {index.key(i): FileState(int(size[i]), int(mtime[i]), str(fingerprint[i])) for i in range(len(index))}
+        return {index.key(i): index.cached_sample(i) for i in range(len(index))}
 
     # -- writing -----------------------------------------------------------------------------------------------
 
@@ -128,16 +159,19 @@ class TeacherTargetCache:
 
         Raises:
             CacheLockedError: another live writer holds the same slot, or one with a different ``num_shards``.
+            CacheWriteError: the folder cannot be written (read-only, no permission).
         """
         if not 0 <= shard_index < num_shards:
             raise ValueError(f"shard index {shard_index} is not in 0..{num_shards - 1}")
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be at least 1 sample, got {shard_size}")
         if compression not in COMPRESSIONS:
             raise ValueError(f"unknown compression {compression!r}; known: {', '.join(COMPRESSIONS)}")
         slot_lock = FileLock(
             self.path / "locks" / f"slot-{shard_index}-of-{num_shards}.lock",
             description=f"slot {shard_index}/{num_shards} of teacher cache {self.path}",
         )
-        with self._manifest_lock():
+        with self._writing("open a writer"), self._manifest_lock():
             manifest = load_manifest(self.path)
             for other in sorted((self.path / "locks").glob("slot-*-of-*.lock")):
                 other_n = int(other.stem.rsplit("-", 1)[1])
@@ -182,7 +216,8 @@ class TeacherTargetCache:
             index = build_index(self.path, manifest, self._columns, check_checksums=False)
         live = {index.key(i): (index.shard_names[index.shard_of[i]], int(index.row[i])) for i in range(len(index))}
         strings, _ = self._columns.get(self.path / entry.name)
-        for r, key in enumerate(zip(strings["source"], strings["image"], strings["instance_id"], strict=True)):
+        for r in range(len(strings["source"])):
+            key = row_key(strings, r)
             if key in live:
                 shard, row = live[key]
                 manifest.superseded.setdefault(shard, []).append(row)
@@ -211,7 +246,7 @@ class TeacherTargetCache:
         """
         listed = manifest.shard_names
         for path in sorted(self.path.glob("shard-*.h5")):
-            if not _SHARD_RE.match(path.name) or path.name in listed:
+            if not SHARD_NAME_RE.match(path.name) or path.name in listed:
                 continue
             problems = check_structure(path, manifest.provenance)
             if problems:
@@ -220,7 +255,7 @@ class TeacherTargetCache:
             strings, _ = self._columns.get(path)
             st = path.stat()
             created = datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat(timespec="seconds")
-            slot = _read_slot(path)
+            slot = read_header(path).slot
             entry = ShardEntry(path.name, len(strings["source"]), st.st_size, sha256_file(path), slot, created)
             logger.info("adopting complete shard %s left unlisted by an interrupted writer", path.name)
             self._append(manifest, entry)
@@ -232,6 +267,86 @@ class TeacherTargetCache:
             description=f"the manifest of teacher cache {self.path}",
         )
 
+    @contextlib.contextmanager
+    def _writing(self, action: str) -> Iterator[None]:
+        """Turn an OSError of writing this folder (read-only, no permission, full) into one that names the path.
+
+        FileNotFoundError is not a write problem here: it says the folder is not a cache, and stays as it is.
+        """
+        try:
+            yield
+        except (CacheWriteError, FileNotFoundError):
+            raise
+        except OSError as exc:
+            raise write_failure(self.path, action, exc) from exc
+
+    # -- repairing ---------------------------------------------------------------------------------------------
+
+    def repair(self, *, force: bool = False) -> RepairReport:
+        """Take damaged shards out of the manifest once their samples were inferred again (see docs/cache.md).
+
+        Under the manifest lock, each damaged listed shard (missing, truncated, checksum differs, unparsable)
+        whose every record key has a live record in a sound shard is dropped: its file moves to ``damaged/``
+        (first, so that a crash before the manifest update leaves it listed, never adoptable) and its
+        ``superseded`` entry goes. Other damaged shards are kept and reported with how many samples still lack a
+        record, or as unknown when their rows cannot be read; ``force`` drops them too (the next ``fpd infer``
+        then infers their samples, as for any missing sample).
+
+        Raises:
+            ManifestError: the manifest itself is damaged (see :meth:`rebuild_manifest`).
+            CacheWriteError: the folder cannot be written.
+        """
+        with self._writing("repair the cache"), self._manifest_lock():
+            manifest = load_manifest(self.path)
+            judged = [replace(d, dropped=force or d.not_reinferred == 0) for d in judge_damaged(self.path, manifest)]
+            dropped = {d.name for d in judged if d.dropped}
+            if dropped:
+                self._set_aside(sorted(dropped))
+                manifest.shards = [e for e in manifest.shards if e.name not in dropped]
+                manifest.superseded = {k: v for k, v in manifest.superseded.items() if k not in dropped}
+                save_manifest(self.path, manifest)
+                logger.info("repair of %s dropped %d damaged shards: %s", self.path, len(dropped), sorted(dropped))
+        return RepairReport(str(self.path), tuple(judged))
+
+    def rebuild_manifest(self) -> RebuildReport:
+        """List the folder's sound shards in a new manifest when the old one cannot be read (or is gone).
+
+        The unreadable manifest is copied to ``damaged/`` first and shards that cannot be read are moved there;
+        see ``storage.cache.report.rebuilt_manifest`` for the order, supersession and checksum caveat.
+
+        Raises:
+            ValueError: the manifest is readable (nothing to rebuild: use :meth:`repair`), no sound shard is left,
+                or the shards come from different teachers.
+            CacheWriteError: the folder cannot be written.
+        """
+        with self._writing("rebuild the manifest"), self._manifest_lock():
+            try:
+                load_manifest(self.path)
+            except (ManifestError, FileNotFoundError):
+                pass
+            else:
+                raise ValueError(f"teacher cache {self.path}: the manifest is readable, nothing to rebuild "
+                                 "(fpd cache repair without --rebuild-manifest fixes damaged shards)")  # fmt: skip
+            manifest, aside = rebuilt_manifest(self.path)
+            backup = None
+            if self.exists():
+                backup = self.path / DAMAGED_DIR / f"manifest-{uuid.uuid4().hex[:8]}.json"
+                backup.parent.mkdir(exist_ok=True)
+                shutil.copyfile(self.path / MANIFEST_NAME, backup)
+            self._set_aside([name for name, _ in aside])  # before the save: a crash in between leaves no orphan
+            save_manifest(self.path, manifest)
+        superseded = sum(len(rows) for rows in manifest.superseded.values())
+        return RebuildReport(str(self.path), str(backup) if backup else None, tuple(e.name for e in manifest.shards),
+                             sum(e.num_samples for e in manifest.shards), superseded, tuple(aside))  # fmt: skip
+
+    def _set_aside(self, names: list[str]) -> None:
+        """Move shard files into ``damaged/`` (kept, never deleted; gone files are skipped)."""
+        (self.path / DAMAGED_DIR).mkdir(exist_ok=True)
+        for name in names:
+            if (self.path / name).exists():
+                os.replace(self.path / name, self.path / DAMAGED_DIR / name)
+        fsync_directory(self.path)
+
     # -- checking ----------------------------------------------------------------------------------------------
 
     def verify(self) -> VerifyReport:
@@ -242,8 +357,3 @@ class TeacherTargetCache:
         """Provenance, counts, disk use and teacher confidence statistics (see ``storage.cache.report``)."""
         return summarize_cache(self.path, lowest=lowest)
 
-
-def _read_slot(path: Path) -> tuple[int, int]:
-    with h5py.File(path, "r") as f:
-        slot = f.attrs["slot"]
-        return int(slot[0]), int(slot[1])
