@@ -86,7 +86,9 @@ def main() -> None:
     for repeat in range(args.repeats):
         for mode in ("cache", "online"):
             out = work / "runs" / str(repeat)
-            result = train(config_from_dict(_recipe(args, root, out, mode, work / "cache", teacher_path)))
+            # Each mode starts afresh in the repeat's folder (the previous mode's run is the one replaced).
+            recipe = config_from_dict(_recipe(args, root, out, mode, work / "cache", teacher_path))
+            result = train(recipe, overwrite=True)
             runs[mode].append(statistics.median(r["samples_per_s"] for r in read_log(result.log)[1:]))
     rates = {mode: statistics.median(values) for mode, values in runs.items()}
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x{torch.get_num_threads()}"

@@ -20,11 +20,12 @@ metadata in a sidecar JSON next to it: ``<file>.json`` (see ``metadata_path``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,10 +101,13 @@ class LoadReport:
 def _short_reason(exc: BaseException) -> str:
     """One readable line from torch.load's (multi-paragraph, ANSI-coloured) error messages."""
     text = _ANSI.sub("", str(exc)).strip()
-    for line in text.splitlines():
-        if "WeightsUnpickler error:" in line:
-            reason = line.split("WeightsUnpickler error:", 1)[1].strip()
-            return "refused by torch.load(weights_only=True): " + reason.split(" Please use", 1)[0]
+    if "WeightsUnpickler error:" in text:
+        # The reason follows on the same line (a refused global) or after a blank line (a bad opcode).
+        after = text.split("WeightsUnpickler error:", 1)[1].strip()
+        reason = after.splitlines()[0].split(" Please use", 1)[0].rstrip(".") if after else ""
+        if reason.startswith("Unsupported operand"):
+            return f"not a PyTorch checkpoint (garbage bytes, or a pickle of something else: {reason})"
+        return "refused by torch.load(weights_only=True): " + reason
     if isinstance(exc, EOFError):
         return "the file is empty or truncated (EOFError)"
     if isinstance(exc, (KeyError, UnicodeDecodeError)):
@@ -129,6 +133,48 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {_short_reason(exc)}") from exc
+
+
+def _os_error_in_chain(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``: itself, or the one torch's zip writer hides under a RuntimeError's context."""
+    seen: BaseException | None = exc
+    visited: set[int] = set()  # a chain can loop (an exception raised again inside its own handler)
+    while seen is not None and id(seen) not in visited:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        visited.add(id(seen))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextlib.contextmanager
+def writing_to(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Re-raise a failed write inside the block as ``OSError(errno, strerror, path)``.
+
+    A full disk surfaces from ``torch.save`` as ``RuntimeError: ... unexpected pos`` (the ENOSPC is only its
+    context) and from a buffered ``write`` / ``flush`` as an OSError without a file name; either way the caller
+    could not say which file or why. Other exceptions pass unchanged.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        cause = _os_error_in_chain(exc)
+        if cause is None:
+            raise
+        raise OSError(cause.errno, cause.strerror, str(path)) from exc
+
+
+def check_state_dict(state: object, model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Raise unless ``state`` loads into ``model`` strictly (the same keys, the same shapes).
+
+    Raises:
+        CheckpointMismatchError: names the file and the first few missing, unexpected and wrongly shaped keys.
+    """
+    if not _is_state_dict(state):
+        raise CheckpointMismatchError(f"checkpoint {path}: its weights are not a state_dict ({type(state).__name__})")
+    diff = _compare(state, model.state_dict())
+    if any(diff.values()):
+        raise CheckpointMismatchError(_mismatch_message(Path(path), diff))
 
 
 def _is_state_dict(obj: object) -> bool:
@@ -314,13 +360,13 @@ def save_weights(
     # Detached CPU copies: a saved view would otherwise drag its whole (maybe GPU) storage into the file.
     bare = {_strip_prefixes(k): v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
     sidecar: dict[str, Any] = dict(metadata or {})
-    with atomic_write(path) as handle:
+    with writing_to(path), atomic_write(path) as handle:
         torch.save(bare, handle)
     sidecar["sha256"] = sha256_file(path)
     sidecar["num_tensors"] = len(bare)
     if isinstance(model, nn.Module):
         sidecar["num_params"] = sum(p.numel() for p in model.parameters())
-    with atomic_write(metadata_path(path), "w") as handle:
+    with writing_to(metadata_path(path)), atomic_write(metadata_path(path), "w") as handle:
         json.dump(sidecar, handle, indent=1, sort_keys=True, default=str)
     return path
 

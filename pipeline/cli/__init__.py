@@ -35,12 +35,26 @@ class UserError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command; its exit code. Problems a user can fix end in one line on stderr, not a traceback.
+
+    Exit codes: 0 done, 2 a user error (bad input, or an OS error on a named file: a full disk, a missing or
+    unreadable path), 130 interrupted (Ctrl-C, as shells report SIGINT). Any other exception is a bug and keeps its
+    traceback.
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (UserError, FileNotFoundError, ValueError) as exc:
         print(f"fpd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.filename is None:
+            raise  # no file to name: not something the message could help with
+        print(f"fpd {args.command}: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fpd {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

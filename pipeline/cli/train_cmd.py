@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import shlex
+import sys
+from pathlib import Path
 
-from pipeline.training.config import add_train_arguments
+from pipeline.training.config import TrainConfig, add_train_arguments
+
+# A write that fails for lack of room: the run can go on from its last checkpoint once there is some.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +49,18 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.training.loop import train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    result = train(config)
+    try:
+        result = train(config, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        print(f"fpd train: interrupted; {_what_was_saved(config)}; to continue: {_resume_command(args)}",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    except OSError as exc:
+        if exc.errno not in _NO_SPACE:
+            raise
+        print(f"fpd train: error: no space left on the device writing {exc.filename}; {_what_was_saved(config)}; "
+              f"free some space, then: {_resume_command(args)}", file=sys.stderr)  # fmt: skip
+        return 2
     summary = {
         "checkpoint": str(result.checkpoint),
         "weights": str(result.weights),
@@ -57,3 +75,20 @@ def run(args: argparse.Namespace) -> int:
         for key, value in summary.items():
             print(f"{key}: {value}")
     return 0
+
+
+def _what_was_saved(config: TrainConfig) -> str:
+    """Where a stopped run can go on from: its last complete checkpoint (written atomically, so never torn)."""
+    from pipeline.training.state import CHECKPOINT_NAME, saved_epoch
+
+    checkpoint = Path(config.output_dir) / CHECKPOINT_NAME
+    epoch = saved_epoch(checkpoint)
+    if epoch is None:
+        return f"nothing saved yet (no complete {checkpoint}: the first epoch had not finished)"
+    return f"kept {checkpoint} ({epoch} of {config.optim.epochs} epochs done)"
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    """The command line that continues this run: the same recipe and overrides, with ``--resume``."""
+    overrides = [part for item in args.set for part in ("--set", item)]
+    return shlex.join(["fpd", "train", "--config", args.config, *overrides, "--resume"])

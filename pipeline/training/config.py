@@ -265,16 +265,49 @@ class TrainConfig(_Section):
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a YAML recipe, apply ``key.sub=value`` overrides (values parsed as YAML) and type-check it."""
+    """Read a YAML recipe, apply ``key.sub=value`` overrides (values parsed as YAML) and type-check it.
+
+    Raises:
+        ConfigError: one line starting with the file (and ``line L, column C`` for a YAML syntax error): no such
+            file, a directory, not UTF-8 text, invalid YAML, empty, not a mapping, or a key with a bad value.
+    """
     path = Path(path)
-    with open(path, encoding="utf-8") as handle:
-        raw = yaml.safe_load(handle) or {}
+    raw = _read_yaml(path)
+    if raw is None:
+        raise ConfigError(f"{path}: the recipe is empty; it needs at least student_preset and data (see configs/)")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the recipe must be a mapping at the top level")
+        raise ConfigError(f"{path}: the recipe must be a mapping of keys (student_preset: ..., data: ...) at the top "
+                          f"level, got a {type(raw).__name__}")  # fmt: skip
     try:
         return config_from_dict(apply_overrides(raw, overrides))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed file; every way of not being a readable YAML file becomes a ConfigError naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such recipe file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a recipe file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); a recipe is YAML text") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the recipe: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML {_yaml_error(exc)}") from None
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    """PyYAML's reason on one line, after ``at line L, column C`` (1-based, as editors count) when it knows them;
+    its ``str`` spans several lines, with a copy of the offending text."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"at line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + (getattr(exc, "problem", None) or str(exc).splitlines()[0])
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -290,7 +323,10 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(text)
+        try:
+            node[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({_yaml_error(exc)})") from None
     return result
 
 
@@ -351,7 +387,13 @@ def _describe(error: ErrorDetails) -> str:
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The options shared by ``fpd train`` and ``python -m pipeline.training.loop`` (the torchrun entry)."""
     parser.add_argument("--config", required=True, help="YAML recipe (see configs/ and docs/training.md)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pt")
+    # One of the two, or neither: an output folder that already holds a run is refused without one of them.
+    restart = parser.add_mutually_exclusive_group()
+    restart.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pt")
+    restart.add_argument(
+        "--overwrite", action="store_true",
+        help="start over in an OUTPUT_DIR that holds a previous run (removes its checkpoint, weights and log)",
+    )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override a recipe value, dotted keys, YAML values (e.g. --set optim.lr=5e-4 --set data.workers=0)",

@@ -33,17 +33,25 @@ from pipeline.runtime import load_model
 from pipeline.training.config import ConfigError, TrainConfig, add_train_arguments, config_to_dict, load_config
 from pipeline.training.distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from pipeline.training.loss import FPDLoss
+from pipeline.training.preflight import check_recipe
 from pipeline.training.recipe import describe_init, resolve_recipe
 from pipeline.training.schedule import build_optimizer, build_scheduler
-from pipeline.training.sources import build_train_dataset, evaluate
-from pipeline.training.state import BEST_NAME, CHECKPOINT_NAME, load_training_state, save_training_state
-from storage.atomic import atomic_write
+from pipeline.training.sources import build_train_dataset, cache_teacher, evaluate
+from pipeline.training.state import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    WEIGHTS_NAME,
+    append_log,
+    changed_keys,
+    load_training_state,
+    prepare_output_dir,
+    save_training_state,
+    truncate_log,
+)
 from storage.checkpoints import load_backbone, save_weights
 
 logger = logging.getLogger(__name__)
-
-LOG_NAME = "log.jsonl"
-WEIGHTS_NAME = "weights.pt"
 
 
 @dataclass(frozen=True)
@@ -177,15 +185,19 @@ def train_one_epoch(
     }
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train a student as ``config`` says; resumes from ``output_dir/checkpoint.pt`` when ``config.resume``."""
+def train(config: TrainConfig, *, overwrite: bool = False) -> TrainResult:
+    """Train a student as ``config`` says; resumes from ``output_dir/checkpoint.pt`` when ``config.resume``.
+
+    A folder holding a previous run is refused unless ``config.resume`` or ``overwrite`` (start over) says what to
+    do with it (``pipeline.training.state.prepare_output_dir``).
+    """
+    check_recipe(config)
     info = init_distributed(config.device)
     try:
         device = info.device
         seed_everything(config.seed)
         out = Path(config.output_dir)
-        if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+        resume = prepare_output_dir(out, resume=config.resume, overwrite=overwrite, is_main=info.is_main)
         recipe = resolve_recipe(config, info.world_size)
         preset = recipe.preset
         precision = Precision.from_config(config.amp, device)
@@ -194,9 +206,6 @@ def train(config: TrainConfig) -> TrainResult:
                         info.world_size, recipe.per_process_batch, recipe.lr, recipe.init)  # fmt: skip
             if recipe.lr_note:
                 logger.warning("%s", recipe.lr_note)
-        if config.student_init and not Path(config.student_init).is_file():
-            raise ConfigError(f"student_init: no file {config.student_init}; train the ground-truth student first "
-                              "(e.g. configs/mpii_hg4_gt.yaml), or set student_init: null to train from scratch")
 
         dataset = build_train_dataset(config, preset)
         sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
@@ -237,19 +246,17 @@ def train(config: TrainConfig) -> TrainResult:
 
         start_epoch, best_metric, best_epoch = 0, None, None
         checkpoint_path = out / CHECKPOINT_NAME
-        if config.resume and checkpoint_path.exists():
+        if resume:
             state = load_training_state(checkpoint_path, model=model_without_ddp, optimizer=optimizer,
-                                        scheduler=scheduler, scaler=precision.scaler, map_location=device)
+                                        scheduler=scheduler, scaler=precision.scaler)
             start_epoch, best_metric, best_epoch = state.start_epoch, state.best_metric, state.best_epoch
             logger.info("resuming %s at epoch %d", checkpoint_path, start_epoch)
-            changed = _changed_keys(state.config, config_to_dict(config))
+            changed = changed_keys(state.config, config_to_dict(config))
             if changed:
                 logger.warning("resuming with a recipe that differs from the checkpoint's in: %s", ", ".join(changed))
-        elif checkpoint_path.exists() and info.is_main:
-            logger.warning("%s exists; starting over (pass --resume to continue it)", checkpoint_path)
         log_path = out / LOG_NAME
         if info.is_main:
-            _truncate_log(log_path, start_epoch)
+            truncate_log(log_path, start_epoch)
 
         metrics: dict[str, float] = {}
         for epoch in range(start_epoch, config.optim.epochs):
@@ -288,8 +295,7 @@ def train(config: TrainConfig) -> TrainResult:
                 }
                 # Log and best weights before the checkpoint: a run killed in between redoes this epoch on resume
                 # (which drops the log line), so the three never disagree.
-                with open(log_path, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(record) + "\n")
+                append_log(log_path, record)
                 if improved:
                     save_weights(model_without_ddp, out / BEST_NAME, metadata=_weights_metadata(config, epoch_metrics))
                 save_training_state(
@@ -340,35 +346,11 @@ def _online_teacher(config: TrainConfig, student_preset: ModelPreset, device: to
 
 def _weights_metadata(config: TrainConfig, metrics: dict[str, float]) -> dict[str, object]:
     return {"preset": config.student_preset, "init": describe_init(config), "metrics": metrics,
-            "recipe": config_to_dict(config)}
-
-
-def _changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two plain recipes (``resume``, ``progress`` and ``optim.epochs`` may
-    change)."""
-    changed = []
-    for key in sorted(set(saved) | set(current)):
-        dotted = f"{prefix}{key}"
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed.extend(_changed_keys(a, b, dotted + "."))
-        elif a != b and dotted not in ("resume", "progress", "optim.epochs"):
-            changed.append(dotted)
-    return changed
+            "teacher": cache_teacher(config), "recipe": config_to_dict(config)}
 
 
 def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
-
-
-def _truncate_log(path: Path, start_epoch: int) -> None:
-    """Keep only the records of epochs before ``start_epoch`` (a resumed run rewrites the rest)."""
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] < start_epoch]
-    with atomic_write(path, "w") as handle:
-        handle.write("".join(line + "\n" for line in kept))
 
 
 def read_log(path: str | Path) -> list[dict]:
@@ -378,13 +360,18 @@ def read_log(path: str | Path) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pipeline.training.loop --config FILE [--resume] [--set key=value ...]`` (the torchrun entry)."""
+    """``python -m pipeline.training.loop --config FILE [--resume | --overwrite] [--set key=value ...]`` (the torchrun
+    entry)."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.training.loop", description=__doc__.splitlines()[0])
     add_train_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = load_config(args.config, [*args.set, *(["resume=true"] if args.resume else [])])
-    result = train(config)
+    try:
+        config = load_config(args.config, [*args.set, *(["resume=true"] if args.resume else [])])
+        result = train(config, overwrite=args.overwrite)
+    except ConfigError as exc:  # one line per rank, as `fpd train` prints it; a traceback here would be a bug's
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     if os.environ.get("RANK", "0") == "0":
         logger.info("weights: %s", result.weights)
     return 0
