@@ -124,9 +124,16 @@ def _legend(draw: ImageDraw.ImageDraw, size: tuple[int, int], *, labelled: bool)
 
 
 def choose_samples(data: TeacherTargetDataset, source: str | None, n: int) -> list[int]:
-    """``n`` samples spread evenly over the cache (or over one source), in dataset order."""
+    """``n`` samples spread evenly over the cache (or over one source), in dataset order.
+
+    Raises:
+        ValueError: ``source`` is not a source of the cache (the message lists those it has).
+    """
     sources = data.index.strings["source"]
     candidates = np.flatnonzero(sources == source) if source is not None else np.arange(len(data))
+    if source is not None and not len(candidates):
+        raise ValueError(f"the cache has no samples of source {source!r}; its sources: "
+                         f"{', '.join(sorted(set(map(str, sources)))) or 'none'}")  # fmt: skip
     if len(candidates) <= n:
         return candidates.tolist()
     return candidates[np.linspace(0, len(candidates) - 1, n).round().astype(int)].tolist()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 COMMAND_MODULES = (
@@ -43,7 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # restores the process's warning settings (main also runs in tests)
+            # Warnings meant for a person (a damaged shard left out...): one line each, once, no source line.
+            warnings.simplefilter("once", RuntimeWarning)
+            warnings.showwarning = lambda message, *_, **__: print(f"fpd {args.command}: warning: {message}",
+                                                                   file=sys.stderr)  # fmt: skip
+            return int(args.func(args) or 0)
     except (UserError, FileNotFoundError, ValueError) as exc:
         print(f"fpd {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -132,7 +132,8 @@ def _repair(args: argparse.Namespace) -> int:
 def _verdict(shard: Any) -> str:
     """What repair decided about one damaged shard and, when kept, what to do."""
     if shard.not_reinferred is None:
-        known = f"its rows cannot be read, so whether its {shard.num_samples} samples were inferred again is unknown"
+        known = (f"its rows cannot be read and the manifest lists no key digests for them (a shard committed before "
+                 f"they were recorded), so whether its {shard.num_samples} samples were inferred again is unknown")
     elif shard.not_reinferred:
         known = f"{shard.not_reinferred} of its {shard.num_samples} samples have no record in another shard"
     else:

@@ -7,6 +7,7 @@ skipped with a ``RuntimeWarning`` naming it; the other shards read as usual.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,16 @@ KEY_COLUMNS = ("source", "root", "image", "instance_id")
 """The string columns that identify a record (``SampleRecord.key``). ``root`` is stored resolved, so two folders
 of one base name, or two roots of one split, never share a key; caches written before the root was part of the
 key already stored it resolved and read with the same keys."""
+
+
+def key_digest(key: RecordKey) -> str:
+    """A record key as 16 hexadecimal digits (the manifest lists one per shard row; see ``ShardEntry``)."""
+    return hashlib.blake2b("\x00".join(key).encode(), digest_size=8).hexdigest()
+
+
+def key_digests(strings: dict[str, list[str]] | dict[str, np.ndarray]) -> str:
+    """The digests of every row's key of a shard's string columns, concatenated in row order."""
+    return "".join(key_digest(row_key(strings, r)) for r in range(len(strings["source"])))
 
 
 @dataclass(frozen=True)

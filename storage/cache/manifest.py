@@ -41,7 +41,12 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class ShardEntry:
-    """One committed shard: file name, sample count, bytes, SHA-256, writer slot and commit time."""
+    """One committed shard: file name, sample count, bytes, SHA-256, writer slot, commit time and key digests.
+
+    ``key_digests`` is the 16-hex-digit digest (``storage.cache.index.key_digest``) of each row's record key, in
+    row order, so that ``fpd cache repair`` can tell whether a shard that can no longer be read (truncated, gone)
+    has had all its samples inferred again. Empty for shards committed before it was recorded.
+    """
 
     name: str
     num_samples: int
@@ -49,11 +54,13 @@ class ShardEntry:
     sha256: str
     slot: tuple[int, int]
     created: str
+    key_digests: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        keys = {"keys": self.key_digests} if self.key_digests else {}
         return {
             "name": self.name, "num_samples": self.num_samples, "size": self.size, "sha256": self.sha256,
-            "slot": list(self.slot), "created": self.created,
+            "slot": list(self.slot), "created": self.created, **keys,
         }  # fmt: skip
 
     @classmethod
@@ -61,6 +68,7 @@ class ShardEntry:
         return cls(
             name=data["name"], num_samples=int(data["num_samples"]), size=int(data["size"]),
             sha256=data["sha256"], slot=(int(data["slot"][0]), int(data["slot"][1])), created=data["created"],
+            key_digests=str(data.get("keys", "")),
         )  # fmt: skip
 
 
@@ -173,6 +181,9 @@ def _entry_problem(entry: Any) -> str | None:
         return f"slot must be [I, N] with 0 <= I < N, found {slot!r}"
     if not isinstance(entry["created"], str):
         return f"created must be a string, found {entry['created']!r}"
+    keys = entry.get("keys", "")
+    if not isinstance(keys, str) or (keys and len(keys) != 16 * entry["num_samples"]):
+        return f"keys must be 16 hexadecimal digits per sample, found {str(keys)[:40]!r}"
     return None
 
 

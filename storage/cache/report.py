@@ -17,7 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from storage.cache.index import ColumnCache, DamagedShardWarning, RecordKey, build_index, row_key, shard_problem
+from storage.cache.index import (
+    ColumnCache,
+    DamagedShardWarning,
+    RecordKey,
+    build_index,
+    key_digest,
+    key_digests,
+    row_key,
+    shard_problem,
+)
 from storage.cache.manifest import SHARD_NAME_RE, Manifest, ShardEntry, load_manifest
 from storage.cache.shards import check_structure, read_columns, read_header
 from storage.hashing import sha256_file
@@ -157,31 +166,36 @@ def judge_damaged(cache_dir: Path, manifest: Manifest) -> list[DamagedShard]:
     sound = Manifest(manifest.provenance, [e for e in manifest.shards if e.name not in names], manifest.superseded)
     # The sound shards were just hashed and parsed: the index need not hash them again.
     index = build_index(cache_dir, sound, ColumnCache(), check_checksums=False)
-    live = {index.key(i) for i in range(len(index))}
-    sizes = {e.name: e.num_samples for e in manifest.shards}
+    live = {key_digest(index.key(i)) for i in range(len(index))}
+    entries = {e.name: e for e in manifest.shards}
     judged = []
     for check in damaged:
-        keys = _shard_keys(cache_dir, check.name, sizes[check.name])
-        missing = None if keys is None else len(keys - live)
-        judged.append(DamagedShard(check.name, check.status, check.detail, sizes[check.name], missing))
+        entry = entries[check.name]
+        digests = _shard_key_digests(cache_dir, entry)
+        missing = None if digests is None else len(digests - live)
+        judged.append(DamagedShard(check.name, check.status, check.detail, entry.num_samples, missing))
     return judged
 
 
-def _shard_keys(cache_dir: Path, name: str, num_samples: int) -> set[RecordKey] | None:
-    """The record keys of a damaged shard's rows, None when they cannot all be read.
+def _shard_key_digests(cache_dir: Path, entry: ShardEntry) -> set[str] | None:
+    """The key digests of a damaged shard's rows: read from the file, else from its manifest entry; None when
+    neither has them all (a shard committed before the manifest listed digests, and now unreadable).
 
     A repair interrupted between moving the file and saving the manifest left it in ``damaged/``: read it there.
     """
-    path = cache_dir / name
+    path = cache_dir / entry.name
     if not path.exists():
-        path = cache_dir / DAMAGED_DIR / name
+        path = cache_dir / DAMAGED_DIR / entry.name
     try:
         strings, _ = read_columns(path)
+        if len(strings["source"]) == entry.num_samples:
+            return {key_digest(row_key(strings, r)) for r in range(entry.num_samples)}
     except (OSError, KeyError, ValueError, RuntimeError):  # what h5py raises for a damaged file
+        pass
+    digests = entry.key_digests
+    if len(digests) != 16 * entry.num_samples:
         return None
-    if len(strings["source"]) != num_samples:  # rows beyond those it holds are unknown
-        return None
-    return {row_key(strings, r) for r in range(num_samples)}
+    return {digests[i : i + 16] for i in range(0, len(digests), 16)}
 
 
 def rebuilt_manifest(cache_dir: Path) -> tuple[Manifest, list[tuple[str, str]]]:
@@ -231,7 +245,8 @@ def rebuilt_manifest(cache_dir: Path) -> tuple[Manifest, list[tuple[str, str]]]:
                 older, row = newest[key]
                 manifest.superseded.setdefault(older, []).append(row)
             newest[key] = (path.name, r)
-        entry = ShardEntry(path.name, header.num_samples, path.stat().st_size, sha256_file(path), header.slot, created)
+        entry = ShardEntry(path.name, header.num_samples, path.stat().st_size, sha256_file(path), header.slot, created,
+                           key_digests(strings))  # fmt: skip
         manifest.shards.append(entry)
     return manifest, aside
 
@@ -298,7 +313,7 @@ def summarize_cache(cache_dir: Path, *, lowest: int = 10) -> CacheSummary:
         provenance=manifest.provenance.to_dict(),
         num_samples=len(index),
         num_superseded=index.num_superseded,
-        per_source=dict(sorted(Counter(str(s) for s in index.strings["source"]).items())),
+        per_source=_per_source(index.strings["source"], index.strings["root"]),
         labelled=labelled,
         unlabeled=len(index) - labelled,
         num_shards=len(manifest.shards),
@@ -315,3 +330,10 @@ def _stats(values: np.ndarray) -> tuple[float, float, float]:
     if values.size == 0:
         return (float("nan"),) * 3
     return float(values.mean()), float(np.percentile(values, 10)), float(np.percentile(values, 50))
+
+
+def _per_source(sources: np.ndarray, roots: np.ndarray) -> dict[str, int]:
+    """Samples per source name; a name that folders at several roots share is shown once per root."""
+    counts = Counter((str(s), str(r)) for s, r in zip(sources, roots, strict=True))
+    shared = Counter(name for name, _ in counts)
+    return dict(sorted((f"{name} ({root})" if shared[name] > 1 else name, n) for (name, root), n in counts.items()))

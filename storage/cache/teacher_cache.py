@@ -39,6 +39,7 @@ from storage.cache.index import (
     DamagedShardWarning,
     RecordKey,
     build_index,
+    key_digests,
     row_key,
 )
 from storage.cache.manifest import (
@@ -216,6 +217,7 @@ class TeacherTargetCache:
             index = build_index(self.path, manifest, self._columns, check_checksums=False)
         live = {index.key(i): (index.shard_names[index.shard_of[i]], int(index.row[i])) for i in range(len(index))}
         strings, _ = self._columns.get(self.path / entry.name)
+        entry = replace(entry, key_digests=key_digests(strings))
         for r in range(len(strings["source"])):
             key = row_key(strings, r)
             if key in live:

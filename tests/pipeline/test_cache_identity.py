@@ -35,6 +35,8 @@ def test_two_folders_of_one_name_keep_their_own_heatmaps(tmp_path: Path) -> None
     heatmaps2 = fill(cache, cam2, seed=20)  # before: the same keys, so cam2 silently superseded cam1
     assert len(cache.dataset()) == 6 and not cache.manifest().superseded
     assert plan_inference([*cam1, *cam2], cache).records == ()  # a rerun infers nothing and flips nothing
+    roots = [str((tmp_path / cam / "frames").resolve()) for cam in ("cam1", "cam2")]
+    assert cache.inspect().per_source == {f"folder/frames ({roots[0]})": 3, f"folder/frames ({roots[1]})": 3}
 
     targets = CacheTargets(cache.dataset())
     for folder, written in ((tmp_path / "cam1" / "frames", heatmaps1), (tmp_path / "cam2" / "frames", heatmaps2)):

@@ -247,8 +247,21 @@ def test_repair_keeps_a_shard_whose_samples_are_not_all_inferred_again_unless_fo
     assert sorted(live_keys(cache)) == sorted(r.key for r in records)
 
 
-def test_a_shard_whose_rows_cannot_be_read_needs_force(tmp_path: Path) -> None:
+def test_an_unreadable_shard_is_judged_by_the_key_digests_of_its_manifest_entry(tmp_path: Path) -> None:
     cache, records, name = damaged_cache(tmp_path, "truncate")
+    with pytest.warns(DamagedShardWarning):
+        fill(cache, records, seed=5)
+    dropped = cache.repair().shards
+    assert [(s.name, s.status, s.not_reinferred, s.dropped) for s in dropped] == [(name, "truncated", 0, True)]
+    assert cache.verify().ok and sorted(live_keys(cache)) == sorted(r.key for r in records)
+
+
+def test_an_unreadable_shard_without_key_digests_needs_force(tmp_path: Path) -> None:
+    cache, records, name = damaged_cache(tmp_path, "truncate")
+    manifest = json.loads((cache.path / "manifest.json").read_text())
+    for entry in manifest["shards"]:
+        del entry["keys"]  # as a manifest written before key digests were listed
+    (cache.path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.warns(DamagedShardWarning):
         fill(cache, records, seed=5)
     kept = cache.repair().shards
