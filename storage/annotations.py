@@ -35,7 +35,7 @@ import numpy as np
 import scipy.io
 
 from storage.atomic import atomic_write
-from storage.jsonfiles import read_json
+from storage.jsonfiles import is_json_int, read_json
 
 MPII_PREDICTION_SUFFIXES = (".mat", ".npy", ".json")
 _GT_KEYS = ("dataset_joints", "jnt_missing", "pos_gt_src", "headboxes_src")
@@ -245,7 +245,7 @@ def read_coco_keypoint_file(path: str | Path, *, num_joints: int) -> CocoKeypoin
         if not isinstance(dataset[key], list):
             raise ValueError(f"{path}: field '{key}' must be a list, got {type(dataset[key]).__name__}")
     for i, category in enumerate(dataset["categories"]):
-        if not isinstance(category, dict) or not _is_int(category.get("id")):
+        if not isinstance(category, dict) or not is_json_int(category.get("id")):
             raise ValueError(f"{path}: categories entry {i}: expected an object with an integer 'id'")
     problems: list[tuple[str, str]] = []
     images: dict[int, dict] = {}
@@ -256,7 +256,7 @@ def read_coco_keypoint_file(path: str | Path, *, num_joints: int) -> CocoKeypoin
             images[image["id"]] = image
             continue
         problems.append((f"{path} image {i}{_id_of(image)}", reason))
-        if isinstance(image, dict) and _is_int(image.get("id")) and image["id"] not in images:
+        if isinstance(image, dict) and is_json_int(image.get("id")) and image["id"] not in images:
             left_out.add(image["id"])
     annotations: dict[int, dict] = {}
     for i, ann in enumerate(dataset["annotations"]):
@@ -302,7 +302,7 @@ def is_file_name(value: object) -> bool:
 def _image_problem(image: object, kept: dict[int, dict]) -> str | None:
     if not isinstance(image, dict):
         return f"expected an object, got {type(image).__name__}"
-    if not _is_int(image.get("id")):
+    if not is_json_int(image.get("id")):
         return f"field 'id': expected an integer, got {_shown(image, 'id')}"
     if image["id"] in kept:
         return f"field 'id': {image['id']} is the id of an earlier image"
@@ -320,7 +320,7 @@ def _annotation_problem(
     if not isinstance(ann, dict):
         return f"expected an object, got {type(ann).__name__}"
     for key in ("id", "image_id", "category_id"):
-        if not _is_int(ann.get(key)):
+        if not is_json_int(ann.get(key)):
             return f"field '{key}': expected an integer, got {_shown(ann, key)}"
     if ann["id"] in kept:
         return f"field 'id': {ann['id']} is the id of an earlier annotation"
@@ -340,7 +340,7 @@ def _annotation_problem(
         return f"field 'bbox': width and height must be >= 0, got {_short(ann['bbox'])}"
     if not _is_number(ann.get("area")) or ann["area"] < 0:
         return f"field 'area': expected a number >= 0, got {_shown(ann, 'area')}"
-    if not _is_int(ann.get("num_keypoints")) or ann["num_keypoints"] < 0:
+    if not is_json_int(ann.get("num_keypoints")) or ann["num_keypoints"] < 0:
         return f"field 'num_keypoints': expected an integer >= 0, got {_shown(ann, 'num_keypoints')}"
     return None
 
@@ -358,10 +358,6 @@ def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and -_MAX_FLOAT <= value <= _MAX_FLOAT
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -374,7 +370,7 @@ def _check_result(entry: object, num_joints: int, where: str) -> None:
     if missing:
         raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
     for key in ("image_id", "category_id"):
-        if not _is_int(entry[key]):
+        if not is_json_int(entry[key]):
             raise ValueError(f"{where}: {key} must be an integer, got {_short(entry[key])}")
     keypoints = entry["keypoints"]
     if not isinstance(keypoints, list) or len(keypoints) != 3 * num_joints:

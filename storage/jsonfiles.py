@@ -1,4 +1,5 @@
-"""JSON files: reading those users hand us (annotations, results) with errors that name the file; atomic writes."""
+"""JSON files: reading those users hand us (annotations, results) with errors that name the file, checking their
+values, and atomic writes."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def read_json(path: str | Path, what: str) -> object:
         raise ValueError(f"{path}: not valid json ({exc})") from None
     except RecursionError:
         raise ValueError(f"{path}: not valid json (nested too deeply to parse)") from None
+
+
+def is_json_int(value: object) -> bool:
+    """An integer as JSON gives one (json's ``true`` is a bool, not a count or an id)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def write_json(path: str | Path, payload: object) -> Path:

@@ -46,7 +46,7 @@ from pipeline.data.paths import check_relative
 from pipeline.geometry import box_to_center_scale
 from pipeline.records import SampleRecord
 from storage.annotations import finite_numbers, raise_for_problems, read_coco_keypoint_file
-from storage.jsonfiles import read_json
+from storage.jsonfiles import is_json_int, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def _detection(
     missing = [key for key in ("image_id", "bbox", "score") if key not in det]
     if missing:
         raise ValueError(f"missing key(s) {', '.join(missing)}")
-    if not isinstance(det["image_id"], int) or isinstance(det["image_id"], bool):
+    if not is_json_int(det["image_id"]):
         raise ValueError(f"field 'image_id': expected an integer, got {det['image_id']!r}")
     box = parse_box(det["bbox"])
     (score,) = finite_numbers([det["score"]], 1, "field 'score'")

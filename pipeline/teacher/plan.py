@@ -11,7 +11,6 @@ cache's index (no rescan, no rehash).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -22,7 +21,7 @@ import numpy as np
 from pipeline.records import SampleRecord
 from storage.atomic import atomic_write
 from storage.cache import TeacherTargetCache
-from storage.cache.index import RecordKey
+from storage.cache.index import RecordKey, key_digest
 from storage.hashing import FileState, file_state
 from storage.jsonfiles import read_json
 
@@ -69,13 +68,12 @@ def plan_inference(records: Sequence[SampleRecord], cache: TeacherTargetCache) -
                 unreadable.append(record)
                 continue
         fingerprint = states[path].fingerprint
-        if cached is not None and cached.state.fingerprint != fingerprint:
-            edited.append(record.key)
-        elif cached is not None and not cached.same_crop(record.center, record.scale, record.rotation):
-            moved.append(record.key)
-        elif cached is not None:
+        change = None if cached is None else cached.change(fingerprint, record.center, record.scale, record.rotation)
+        if cached is not None and change is None:
             cached_keys.append(record.key)
             continue
+        if change is not None:
+            (edited if change == "edited" else moved).append(record.key)
         todo.append(replace(record, fingerprint=fingerprint))
     needed = {str(r.path) for r in todo}
     states = {p: s for p, s in states.items() if p in needed}
@@ -88,8 +86,8 @@ def still_missing(plan: InferencePlan, cache: TeacherTargetCache) -> InferencePl
 
     def served(record: SampleRecord) -> bool:
         cached = known.get(record.key)
-        return (cached is not None and cached.state.fingerprint == record.fingerprint
-                and cached.same_crop(record.center, record.scale, record.rotation))  # fmt: skip
+        return cached is not None and cached.change(record.fingerprint, record.center, record.scale,
+                                                    record.rotation) is None  # fmt: skip
 
     done = {r.key for r in plan.records if served(r)}
     todo = tuple(r for r in plan.records if r.key not in done)
@@ -98,8 +96,7 @@ def still_missing(plan: InferencePlan, cache: TeacherTargetCache) -> InferencePl
 
 def slot_of(key: RecordKey, num_shards: int) -> int:
     """The slot (0..num_shards-1) of a record key: a hash that is the same in every process and Python run."""
-    digest = hashlib.blake2b("\x00".join(key).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % num_shards
+    return int(key_digest(key), 16) % num_shards
 
 
 def select_slot(plan: InferencePlan, shard_index: int, num_shards: int) -> InferencePlan:

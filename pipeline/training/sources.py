@@ -90,13 +90,12 @@ class CacheTargets:
         for record in records:
             cached = index.cached_sample(self._row[record.key])
             try:
-                changed = file_state(record.path, cached.state).fingerprint != cached.state.fingerprint
+                fingerprint = file_state(record.path, cached.state).fingerprint
             except OSError:
-                changed = True  # gone or unreadable: the cached heatmaps describe a file we cannot read
-            if changed:
-                edited.append(record)
-            elif not cached.same_crop(record.center, record.scale, record.rotation):
-                moved.append(record)
+                fingerprint = ""  # gone or unreadable: the cached heatmaps describe a file we cannot read
+            change = cached.change(fingerprint, record.center, record.scale, record.rotation)
+            if change is not None:
+                (edited if change == "edited" else moved).append(record)
         return edited, moved
 
 

@@ -29,7 +29,8 @@ key already stored it resolved and read with the same keys."""
 
 
 def key_digest(key: RecordKey) -> str:
-    """A record key as 16 hexadecimal digits (the manifest lists one per shard row; see ``ShardEntry``)."""
+    """A record key as 16 hexadecimal digits, the same in every process and Python run (the manifest lists one per
+    shard row, see ``ShardEntry``; teacher inference assigns slots by it)."""
     return hashlib.blake2b("\x00".join(key).encode(), digest_size=8).hexdigest()
 
 
@@ -52,13 +53,16 @@ class CachedSample:
     scale: tuple[float, float]
     rotation: float
 
-    def same_crop(self, center: Sequence[float], scale: Sequence[float], rotation: float) -> bool:
-        """Whether a record's crop is the cached one (to a millionth of a pixel: both come from the same floats)."""
-        return bool(
-            np.allclose(self.center, center, rtol=0, atol=1e-6)
-            and np.allclose(self.scale, scale, rtol=0, atol=1e-8)
-            and abs(self.rotation - rotation) <= 1e-6
-        )
+    def change(self, fingerprint: str, center: Sequence[float], scale: Sequence[float], rotation: float) -> str | None:
+        """How a record (its image's fingerprint and its crop) differs from this cached sample: ``"edited"`` (other
+        image content), ``"moved"`` (another crop, beyond a millionth of a pixel: both sides come from the same
+        floats) or None (the cache serves it). Plain float compares: planning calls this once per record."""
+        if fingerprint != self.state.fingerprint:
+            return "edited"
+        close = (abs(self.center[0] - center[0]) <= 1e-6 and abs(self.center[1] - center[1]) <= 1e-6
+                 and abs(self.scale[0] - scale[0]) <= 1e-8 and abs(self.scale[1] - scale[1]) <= 1e-8
+                 and abs(self.rotation - rotation) <= 1e-6)  # fmt: skip
+        return None if close else "moved"
 
 
 def row_key(strings: dict[str, list[str]] | dict[str, np.ndarray], row: int) -> RecordKey:

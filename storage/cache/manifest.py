@@ -20,6 +20,7 @@ from typing import Any
 
 from storage.atomic import atomic_write
 from storage.cache.provenance import CacheProvenance
+from storage.jsonfiles import is_json_int
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "fpd-teacher-cache-1"
@@ -155,7 +156,7 @@ def manifest_problem(data: Any) -> str | None:
     if not isinstance(superseded, dict):
         return f"'superseded' must be an object, found {_kind(superseded)}"
     for name, rows in superseded.items():
-        if not isinstance(rows, list) or not all(_is_int(r) and r >= 0 for r in rows):
+        if not isinstance(rows, list) or not all(is_json_int(r) and r >= 0 for r in rows):
             return f"superseded[{name!r}] must be a list of row numbers"
         if name in sizes and any(r >= sizes[name] for r in rows):
             return f"superseded[{name!r}] lists a row beyond the shard's {sizes[name]} samples"
@@ -172,12 +173,12 @@ def _entry_problem(entry: Any) -> str | None:
     if not isinstance(entry["name"], str) or not SHARD_NAME_RE.match(entry["name"]):
         return f"name {entry['name']!r} is not a shard file name (shard-<32 hex>.h5)"
     for key in ("num_samples", "size"):
-        if not _is_int(entry[key]) or entry[key] < 0:
+        if not is_json_int(entry[key]) or entry[key] < 0:
             return f"{key} must be a non-negative integer, found {entry[key]!r}"
     if not isinstance(entry["sha256"], str) or not _SHA256_RE.match(entry["sha256"]):
         return f"sha256 must be 64 hexadecimal digits, found {entry['sha256']!r}"
     slot = entry["slot"]
-    if not (isinstance(slot, list) and len(slot) == 2 and all(_is_int(v) for v in slot) and 0 <= slot[0] < slot[1]):
+    if not (isinstance(slot, list) and len(slot) == 2 and all(is_json_int(v) for v in slot) and 0 <= slot[0] < slot[1]):
         return f"slot must be [I, N] with 0 <= I < N, found {slot!r}"
     if not isinstance(entry["created"], str):
         return f"created must be a string, found {entry['created']!r}"
@@ -185,10 +186,6 @@ def _entry_problem(entry: Any) -> str | None:
     if not isinstance(keys, str) or (keys and len(keys) != 16 * entry["num_samples"]):
         return f"keys must be 16 hexadecimal digits per sample, found {str(keys)[:40]!r}"
     return None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _kind(value: Any) -> str:
