@@ -42,7 +42,7 @@ from pipeline.data.images import ImageDecodeError, read_image_size
 from pipeline.data.paths import PathEscapeError, check_relative, resolve_inside
 from pipeline.geometry import box_to_center_scale
 from pipeline.records import SampleRecord
-from storage.annotations import finite_numbers
+from storage.annotations import finite_numbers, is_file_name
 from storage.jsonfiles import read_json
 
 logger = logging.getLogger(__name__)
@@ -95,14 +95,6 @@ def printable(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
-def _is_utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:  # surrogates: bytes of a name that is not UTF-8
-        return False
-    return True
-
-
 def list_images(folder: Path, *, recursive: bool = True) -> tuple[list[str], list[tuple[str, str]]]:
     """Image files under ``folder`` as sorted relative POSIX paths, and the entries skipped: symlinks leaving it,
     names that are not UTF-8 (their name made printable)."""
@@ -120,7 +112,7 @@ def list_images(folder: Path, *, recursive: bool = True) -> tuple[list[str], lis
             relative = (here / name).relative_to(base).as_posix()
             if not target.is_relative_to(base):
                 skipped.append((printable(relative), f"symlink to {printable(str(target))}, outside {base}"))
-            elif not _is_utf8(name):
+            elif not is_file_name(name):
                 skipped.append((printable(relative), "folder name is not valid UTF-8 (names are stored as UTF-8); "
                                                      "rename it to use its images"))  # fmt: skip
             elif target not in seen_dirs:  # also stops symlink loops
@@ -132,7 +124,7 @@ def list_images(folder: Path, *, recursive: bool = True) -> tuple[list[str], lis
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             relative = path.relative_to(base).as_posix()
-            if not _is_utf8(name):
+            if not is_file_name(name):
                 skipped.append((printable(relative), "file name is not valid UTF-8 (names are stored as UTF-8); "
                                                      "rename it to use it"))  # fmt: skip
                 continue
@@ -204,7 +196,7 @@ def scan_folder(folder: str | Path, *, input_aspect: float, recursive: bool = Tr
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {printable(str(folder))}")
-    if not _is_utf8(str(folder.resolve())):
+    if not is_file_name(str(folder.resolve())):
         raise ValueError(f"image folder {printable(str(folder.resolve()))}: its path is not valid UTF-8 (the cache "
                          "stores paths as UTF-8); rename it")  # fmt: skip
     scan = FolderScan(source=f"folder/{folder.absolute().name}")
@@ -253,7 +245,7 @@ def scan_unlabeled_root(root: str | Path, *, input_aspect: float) -> dict[str, F
     for child in sorted(root.iterdir()):
         if not child.is_dir():
             continue
-        if not _is_utf8(child.name):
+        if not is_file_name(child.name):
             logger.warning("skipping source folder %s: its name is not valid UTF-8", printable(str(child)))
             continue
         try:
