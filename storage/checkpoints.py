@@ -25,6 +25,7 @@ import json
 import os
 import pickle
 import re
+import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +111,7 @@ def _short_reason(exc: BaseException) -> str:
         return "refused by torch.load(weights_only=True): " + reason
     if isinstance(exc, EOFError):
         return "the file is empty or truncated (EOFError)"
-    if isinstance(exc, (KeyError, UnicodeDecodeError)):
+    if isinstance(exc, (KeyError, UnicodeDecodeError, IndexError, TypeError, struct.error)):
         return f"not a PyTorch checkpoint ({type(exc).__name__}: {text})"
     first_sentence = text.splitlines()[0].split(". ", 1)[0].rstrip(".") if text else ""
     # A bare OSError (EINVAL on a cut zip) means a damaged file; its subclasses (PermissionError, ...) do not.
@@ -131,7 +132,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
     try:
         with torch.serialization.safe_globals(_NUMPY_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:
+    # Random bytes make torch's weights-only unpickler fail in many ways (an opcode's stack index out of range...).
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError, IndexError, TypeError,
+            struct.error) as exc:  # fmt: skip
         raise CheckpointError(f"cannot read checkpoint {path}: {_short_reason(exc)}") from exc
 
 

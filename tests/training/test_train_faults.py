@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -125,7 +126,7 @@ def _foreign_preset(path: Path, good: Path) -> None:
 DAMAGES: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "truncated": (lambda path, good: path.write_bytes(good.read_bytes()[:2000]), "truncated or corrupt"),
     "empty": (lambda path, good: path.write_bytes(b""), "empty or truncated"),
-    "garbage": (lambda path, good: path.write_bytes(os.urandom(4096)), "not a PyTorch checkpoint"),
+    "garbage": (lambda path, good: path.write_bytes(np.random.default_rng(0).bytes(4096)), "not a PyTorch checkpoint"),
     "plain_state_dict": (lambda path, good: torch.save(torch.load(good, weights_only=True)["model"], path),
                          "bare state_dict"),
     "a_list": (lambda path, good: torch.save([torch.zeros(1)], path), "it is a list"),
