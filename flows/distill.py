@@ -1,4 +1,5 @@
-"""``distill-flow``: discover sources, fill the teacher cache (sharded), train students, evaluate, report.
+"""``distill-flow``: detect persons in the unlabeled folders, discover sources, fill the teacher cache (sharded),
+train students, evaluate, report.
 
 The flow only composes tasks from ``tasks/``; each task wraps a plain function of ``pipeline``. Re-running with
 nothing new skips inference (the cache manifest says what is done); a retried or re-run flow resumes student
@@ -24,6 +25,7 @@ from prefect.utilities.annotations import unmapped
 from flows.params import (
     Baseline,
     Dataset,
+    DetectorParams,
     DeviceParams,
     DistillParams,
     LabelledDataset,
@@ -34,6 +36,7 @@ from flows.params import (
 from pipeline.students import StudentResult, check_teacher_and_student, run_variants, variant_config, variant_init
 from pipeline.teacher.discovery import Discovery
 from pipeline.teacher.shards import ShardReport
+from tasks.detection import detect_persons
 from tasks.discovery import discover_sources
 from tasks.evaluation import score_model
 from tasks.inference import infer_shard, infer_shard_remote
@@ -56,6 +59,7 @@ def distill_flow(
     schedule: ScheduleParams | None = None,
     eval_datasets: list[Dataset] | None = None,
     coco_detections: str | None = None,
+    detector: DetectorParams | None = None,
     device: DeviceParams | None = None,
     num_shards: int = 1,
     shard_deployment: str | None = None,
@@ -82,9 +86,15 @@ def run_distillation(params: DistillParams) -> dict[str, object]:
     steps = 3 + len(variants)  # inference, each student, evaluation, report
     progress = create_progress_artifact(0.0, key="distill-progress", description="distill-flow stages done (%)")
 
+    detection = None
+    if params.unlabeled_roots and params.detection_store is not None:
+        detection = detect_persons(
+            params.unlabeled_roots, params.detection_store, params.detector.settings(params.device.amp),
+            params.device.device, params.detector.batch_size, params.device.num_workers, params.device.torch_threads,
+        )  # fmt: skip
     discovery = discover_sources(
         [s.train_spec for s in params.labelled], params.unlabeled_roots, params.teacher.preset,
-        params.teacher.checkpoint, params.cache_dir, str(params.plan_path),
+        params.teacher.checkpoint, params.cache_dir, str(params.plan_path), params.detection_store,
     )  # fmt: skip
     shards = _infer(params, discovery, progress, 100.0 / steps)
     update_progress_artifact(progress, 100.0 / steps)
@@ -112,7 +122,7 @@ def run_distillation(params: DistillParams) -> dict[str, object]:
 
     metrics_path = publish_metrics(params.output_dir, rows)
     report_path = publish_cache_report(params.output_dir, params.cache_dir, discovery, shards, params.render_overlays,
-                                       list(trained.values()))  # fmt: skip
+                                       list(trained.values()), detection)  # fmt: skip
     update_progress_artifact(progress, 100.0)
     logger.info("metrics: %s; report: %s; cache: %s", metrics_path, report_path, params.cache_dir)
     return {

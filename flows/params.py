@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.data.sources import SourceSpec
+from pipeline.detection.settings import DetectorSettings
 from pipeline.runtime import resolve_device
 from pipeline.students import FpdInit
 from pipeline.teacher.shards import ShardJob
@@ -105,6 +106,31 @@ class DeviceParams(_Frozen):
     torch_threads: int | None = Field(None, ge=1, description="CPU threads per process (None: torch default)")
 
 
+class DetectorParams(_Frozen):
+    """How the persons of the unlabeled folders are found (a folder's own ``detections.json`` always wins)."""
+
+    person_boxes: Literal["detector", "whole_image"] = Field(
+        "detector", description="'detector': a torchvision person detector runs first (``fpd detect``); "
+        "'whole_image': each image is one person (folders of single-person crops)",
+    )  # fmt: skip
+    model: str = Field("auto", description="torchvision detector; auto: Faster R-CNN R50-FPN v2 on CUDA, "
+                       "MobileNet-v3 FPN on CPU")  # fmt: skip
+    weights: str | None = Field(None, description="local weights file (None: torchvision's cache under TORCH_HOME)")
+    score_threshold: float = Field(0.7, ge=0.0, le=1.0, description="lowest person score kept")
+    nms_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    min_box_size: float = Field(32.0, ge=0.0, description="smallest sqrt(w*h) kept, in pixels")
+    max_persons: int = Field(20, ge=1, description="most persons kept per image")
+    min_size: int | None = Field(None, ge=1, description="detector input's shorter side (None: the model's)")
+    max_size: int | None = Field(None, ge=1, description="detector input's longer side (None: the model's)")
+    batch_size: int = Field(4, ge=1, description="images per detector forward pass")
+    store_dir: str | None = Field(None, description="detection store (None: <cache_dir>/detections)")
+
+    def settings(self, amp: bool) -> DetectorSettings:
+        """The detection stage's settings (``amp``: the run's device setting)."""
+        fields = self.model_dump(exclude={"person_boxes", "batch_size", "store_dir"})
+        return DetectorSettings(**fields, amp=amp)
+
+
 class DistillParams(_Frozen):
     """Everything one ``distill-flow`` run needs."""
 
@@ -127,6 +153,7 @@ class DistillParams(_Frozen):
         default_factory=list, description="validation sets to score teacher and students on (flip test)"
     )
     coco_detections: str | None = Field(None, description="person detections json for COCO val (None: GT boxes)")
+    detector: DetectorParams = DetectorParams()
     device: DeviceParams = DeviceParams()
     num_shards: int = Field(1, ge=1, description="teacher-inference shards run side by side")
     shard_deployment: str | None = Field(
@@ -154,6 +181,13 @@ class DistillParams(_Frozen):
     @property
     def output_path(self) -> Path:
         return Path(self.output_dir)
+
+    @property
+    def detection_store(self) -> str | None:
+        """Where the unlabeled folders' person boxes are kept; None in whole-image mode."""
+        if self.detector.person_boxes == "whole_image":
+            return None
+        return self.detector.store_dir or str(Path(self.cache_dir) / "detections")
 
     @property
     def plan_path(self) -> Path:

@@ -107,8 +107,12 @@ def warp_image(image: Image.Image, matrix: np.ndarray, output_size: Size, fill: 
     return image.transform(output_size, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=fillcolor)
 
 
+BOX_PADDING = 1.25
+"""HRNet pads every COCO person box (ground truth or detector) by this before cropping (``_xywh2cs``)."""
+
+
 def box_to_center_scale(
-    x: float, y: float, w: float, h: float, aspect_ratio: float, padding: float = 1.25
+    x: float, y: float, w: float, h: float, aspect_ratio: float, padding: float = BOX_PADDING
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """COCO box (x, y, w, h) to HRNet centre/scale, widened to ``aspect_ratio`` (w / h) and padded.
 

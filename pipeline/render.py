@@ -19,8 +19,10 @@ from PIL import Image, ImageDraw
 
 from models.joints import get_joint_set
 from pipeline.data.crops import crop_record
+from pipeline.data.folders import WHOLE_IMAGE
 from pipeline.data.images import ImageDecodeError
-from pipeline.geometry import apply_affine, scale_matrix, warp_image
+from pipeline.geometry import BOX_PADDING, apply_affine, scale_matrix, warp_image
+from pipeline.records import PIXEL_STD, SampleRecord
 from pipeline.teacher.records import cached_record
 from storage.cache import TeacherTargetCache, TeacherTargetDataset
 
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 TEACHER_COLOUR = (0, 229, 255)
 TRUTH_COLOUR = (255, 64, 160)
+BOX_COLOUR = (255, 200, 40)
 MIN_WIDTH = 320
 """Pictures are enlarged by an integer factor to at least this width, so tiny 128-pixel crops stay legible."""
 LEGEND_HEIGHT = 34
@@ -84,10 +87,14 @@ def render_sample(data: TeacherTargetDataset, i: int, out_path: Path) -> Rendere
     if record.joints is not None:
         visible = np.asarray(record.visibility) > 0
         _skeleton(draw, apply_affine(record.joints, matrix) * factor, visible, joint_set.skeleton, TRUTH_COLOUR, radius)
+    box = _detector_box(record)
+    if box is not None:
+        corners = apply_affine(box, matrix) * factor
+        draw.rectangle([tuple(corners[0]), tuple(corners[1])], outline=BOX_COLOUR, width=max(1, radius - 1))
     teacher = apply_affine(item["teacher_joints_image"].numpy(), matrix) * factor
     confident = item["maxvals"].numpy() > 0.0
     _skeleton(draw, teacher, confident, joint_set.skeleton, TEACHER_COLOUR, radius)
-    _legend(draw, size, labelled=record.joints is not None)
+    _legend(draw, size, labelled=record.joints is not None, box_score=None if box is None else record.score)
     canvas.save(out_path)
     return RenderedSample(out_path.name, record.source, record.image, record.instance_id, record.joints is not None,
                           float(item["maxvals"].mean()))  # fmt: skip
@@ -109,10 +116,20 @@ def _skeleton(
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour, outline=(0, 0, 0))
 
 
-def _legend(draw: ImageDraw.ImageDraw, size: tuple[int, int], *, labelled: bool) -> None:
+def _detector_box(record: SampleRecord) -> np.ndarray | None:
+    """The person box (two corners, image pixels) a detector gave an unlabeled record, before the crop's padding;
+    None for labelled records and whole images."""
+    if record.labelled or not record.source.startswith("folder/") or record.instance_id.endswith(WHOLE_IMAGE):
+        return None
+    half = np.asarray(record.scale) * PIXEL_STD / BOX_PADDING / 2
+    return np.stack([np.asarray(record.center) - half, np.asarray(record.center) + half])
+
+
+def _legend(draw: ImageDraw.ImageDraw, size: tuple[int, int], *, labelled: bool, box_score: float | None) -> None:
     top = size[1] + 4
     x = 6
     entries = [(TEACHER_COLOUR, "teacher")] + ([(TRUTH_COLOUR, "ground truth")] if labelled else [])
+    entries += [(BOX_COLOUR, f"person box {box_score:.2f}")] if box_score is not None else []
     for colour, label in entries:
         draw.rectangle([x, top + 4, x + 12, top + 16], fill=colour)
         draw.text((x + 16, top + 4), label, fill=(235, 235, 235))

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from pipeline.detection.run import DetectionRun
 from pipeline.render import render_cache
 from pipeline.teacher.discovery import Discovery
 from pipeline.teacher.shards import ShardReport
@@ -48,9 +49,15 @@ def write_metrics(output_dir: str | Path, rows: Sequence[dict[str, object]]) -> 
 
 
 def cache_report(
-    cache_dir: str | Path, discovery: Discovery, shards: Sequence[ShardReport], overlays: Path | None, n_overlays: int
+    cache_dir: str | Path,
+    discovery: Discovery,
+    shards: Sequence[ShardReport],
+    overlays: Path | None,
+    n_overlays: int,
+    detection: DetectionRun | None = None,
 ) -> str:
-    """Markdown: what this run inferred, the cache's statistics and (``n_overlays`` > 0) overlays drawn from it."""
+    """Markdown: the persons detected in the unlabeled folders (when a detector ran), what this run inferred, the
+    cache's statistics and (``n_overlays`` > 0) overlays drawn from it."""
     summary = TeacherTargetCache(cache_dir).inspect(lowest=5)
     prov = summary.provenance
     lines = [
@@ -59,6 +66,7 @@ def cache_report(
         f"input {prov['input_size']}, heatmaps {prov['heatmap_size']}, flip test {prov['flip_test']}.", "",
         f"{summary.num_samples} samples ({summary.labelled} labelled, {summary.unlabeled} unlabeled) in "
         f"{summary.num_shards} shards, {summary.disk_bytes / 2**20:.1f} MiB ({summary.bytes_per_sample:.0f} B/sample).",
+        *_detection_rows(detection),
         "", "## This run", "",
         "| source | images | samples | new images | new samples | of which edited / moved | inputs skipped |",
         "|---|---|---|---|---|---|---|",
@@ -82,6 +90,27 @@ def cache_report(
 SHOWN_SKIPPED = 20
 
 
+def _detection_rows(detection: DetectionRun | None) -> list[str]:
+    """Markdown section of the detection stage: the detector, then one row per folder."""
+    if detection is None:
+        return []
+    if not detection.detector:
+        return ["", "## Person detection", "", *(f"- `{f.folder}`: its own detections.json" for f in detection.folders)]
+    d = detection.detector
+    return [
+        "", "## Person detection", "",
+        f"`{d['model']}` (weights `{d['weights']}`, sha256 `{str(d['weights_sha256'])[:12]}`), score >= "
+        f"{d['score_threshold']}, NMS {d['nms_threshold']}, sqrt(w*h) >= {d['min_box_size']} px, at most "
+        f"{d['max_persons']} per image, input {d['min_size']}/{d['max_size']}, {d['precision']}; "
+        f"{detection.seconds:.1f} s.", "",
+        "| folder | images | detected this run | persons | images with persons | images without persons | failed |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| `{f.folder}` | {f.images} | {f.detected} | {f.persons} | {f.with_persons} | {f.without_persons} | "
+          f"{len(f.failed)} |" if not f.own_file else f"| `{f.folder}` | its own detections.json | | | | | |"
+          for f in detection.folders),
+    ]  # fmt: skip
+
+
 def _skipped_inputs(discovery: Discovery, shards: Sequence[ShardReport]) -> list[str]:
     """Markdown rows of the inputs left out (unreadable files, bad boxes or annotations, images that failed to
     decode), the first :data:`SHOWN_SKIPPED`; all of them are in ``run.json``."""
@@ -97,7 +126,10 @@ def _skipped_inputs(discovery: Discovery, shards: Sequence[ShardReport]) -> list
 
 
 def run_summary(
-    discovery: Discovery, shards: Sequence[ShardReport], students: Sequence[Mapping[str, object]]
+    discovery: Discovery,
+    shards: Sequence[ShardReport],
+    students: Sequence[Mapping[str, object]],
+    detection: DetectionRun | None = None,
 ) -> dict[str, object]:
     """JSON-safe record of what this run found, inferred and trained (``run.json``).
 
@@ -105,6 +137,7 @@ def run_summary(
     weights, output_dir, init), in training order.
     """
     return {
+        "detection": None if detection is None else asdict(detection),
         "sources": [asdict(s) | {"new_folder": s.new_folder} for s in discovery.sources],
         "shards": [asdict(r) for r in shards],
         "inferred": sum(r.new for r in shards),
@@ -119,12 +152,13 @@ def write_cache_report(
     shards: Sequence[ShardReport],
     n_overlays: int,
     students: Sequence[Mapping[str, object]],
+    detection: DetectionRun | None = None,
 ) -> tuple[Path, str]:
-    """Write ``report.md`` (cache statistics, overlays under ``overlays/``) and ``run.json`` (with ``students``, see
-    :func:`run_summary`); return the report."""
+    """Write ``report.md`` (detection, cache statistics, overlays under ``overlays/``) and ``run.json`` (with
+    ``students`` and ``detection``, see :func:`run_summary`); return the report."""
     output_dir = Path(output_dir)
-    write_json(output_dir / "run.json", run_summary(discovery, shards, students))
-    markdown = cache_report(cache_dir, discovery, shards, output_dir / "overlays", n_overlays)
+    write_json(output_dir / "run.json", run_summary(discovery, shards, students, detection))
+    markdown = cache_report(cache_dir, discovery, shards, output_dir / "overlays", n_overlays, detection)
     path = output_dir / "report.md"
     with atomic_write(path, "w") as handle:
         handle.write(markdown)

@@ -23,11 +23,14 @@ def discover_sources(
     teacher_checkpoint: str,
     cache_dir: str,
     plan_path: str,
+    detection_store: str | None = None,
 ) -> Discovery:
-    """Scan every source once, write the inference plan to ``plan_path`` and log each source's counts."""
+    """Scan every source once, write the inference plan to ``plan_path`` and log each source's counts
+    (``detection_store``: the unlabeled folders' person boxes; None: whole images)."""
     preset = get_preset(teacher_preset)
     cache = open_teacher_cache(cache_dir, preset, teacher_checkpoint)
-    discovery = discover(specs, unlabeled_roots, preset.input_aspect, cache, plan_path)
+    discovery = discover(specs, unlabeled_roots, preset.input_aspect, cache, plan_path,
+                         detection_store=detection_store)  # fmt: skip
     logger = get_run_logger()
     for line in discovery.log_lines():
         logger.info(line)

@@ -9,6 +9,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from pipeline.detection.run import DetectionRun
 from pipeline.reporting import write_cache_report, write_metrics
 from pipeline.students import StudentResult
 from pipeline.teacher.discovery import Discovery
@@ -31,10 +32,11 @@ def publish_cache_report(
     shards: Sequence[ShardReport],
     n_overlays: int,
     students: Sequence[StudentResult],
+    detection: DetectionRun | None = None,
 ) -> str:
-    """Write ``report.md`` (cache statistics, overlays) and ``run.json`` (this run's inference and students, each
-    with where it started); show the report."""
+    """Write ``report.md`` (person detection, cache statistics, overlays) and ``run.json`` (this run's detection,
+    inference and students, each with where it started); show the report."""
     path, markdown = write_cache_report(output_dir, cache_dir, discovery, shards, n_overlays,
-                                        [asdict(s) for s in students])  # fmt: skip
+                                        [asdict(s) for s in students], detection)  # fmt: skip
     create_markdown_artifact(markdown=markdown, key="teacher-cache-report", description=str(path))
     return str(path)

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "pipeline.cli.models_cmd",
     "pipeline.cli.data_cmd",
     "pipeline.cli.eval_cmd",
+    "pipeline.cli.detect_cmd",
     "pipeline.cli.infer_cmd",
     "pipeline.cli.cache_cmd",
     "pipeline.cli.train_cmd",

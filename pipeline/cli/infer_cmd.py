@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--coco", action="append", default=[], metavar="ROOT[:split]", help="COCO source (val2017)")
     parser.add_argument("--folder", action="append", default=[], metavar="DIR", help="folder of unlabeled images")
     parser.add_argument("--detections", type=Path, help="person detections for the --coco sources (default: GT boxes)")
+    parser.add_argument("--detection-store", type=Path, metavar="STORE",
+                        help="person boxes `fpd detect` found for the --folder sources (default: each image is one "
+                             "person; a folder's own detections.json always wins)")  # fmt: skip
     parser.add_argument("--shard", type=shard_slot, default=(0, 1), metavar="I/N",
                         help="this process's slot of N (default 0/1)")  # fmt: skip
     parser.add_argument("--batch-size", type=positive_int, default=32, help="crops per forward pass (default 32)")
@@ -101,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give at least one source: --mpii, --coco or --folder")
     if args.detections is not None and not args.coco:
         raise UserError("--detections applies to --coco sources, and none was given")
+    if args.detection_store is not None and not args.folder:
+        raise UserError("--detection-store applies to --folder sources, and none was given")
     try:  # before the cache folder is created or the teacher loaded
         device = resolve_device(args.device or "auto")
     except ValueError as exc:
@@ -129,7 +134,8 @@ def _infer(args: argparse.Namespace, device: torch.device) -> int:
 
     specs = [parse_source_spec(kind, text)
              for kind, texts in (("mpii", args.mpii), ("coco", args.coco), ("folder", args.folder)) for text in texts]
-    loaded = load_sources(specs, preset.input_aspect, detections=args.detections)
+    loaded = load_sources(specs, preset.input_aspect, detections=args.detections,
+                          detection_store=args.detection_store)  # fmt: skip
     for spec, source in zip(specs, loaded, strict=True):
         print(f"{spec.kind} {spec.root}{':' + spec.split if spec.split else ''}: {len(source.records)} persons")
         for name, reason in source.skipped[:SHOWN_FAILURES]:

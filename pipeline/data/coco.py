@@ -133,7 +133,7 @@ def _person(
     keypoints = np.asarray(ann["keypoints"], dtype=np.float32).reshape(-1, 3)
     if box is None or int(np.count_nonzero(keypoints[:, 2] > 0)) < min_keypoints:
         return None
-    center, scale = box_to_center_scale(*box, aspect_ratio=input_aspect, padding=1.25)
+    center, scale = box_to_center_scale(*box, aspect_ratio=input_aspect)
     return SampleRecord(
         source=source, root=images, image=name, center=center, scale=scale, instance_id=str(ann["id"]),
         joints=keypoints[:, :2].copy(), visibility=(keypoints[:, 2] > 0).astype(np.float32),
@@ -192,7 +192,7 @@ def _detection(
     info = api.imgs.get(det["image_id"])
     if det.get("category_id", PERSON_CATEGORY) != PERSON_CATEGORY or score < score_threshold or info is None:
         return None
-    center, scale = box_to_center_scale(*box, aspect_ratio=input_aspect, padding=1.25)
+    center, scale = box_to_center_scale(*box, aspect_ratio=input_aspect)
     return SampleRecord(
         source=source, root=images, image=check_relative(info["file_name"], images), center=center, scale=scale,
         instance_id=f"det{index}", score=score, image_id=int(det["image_id"]),

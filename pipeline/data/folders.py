@@ -10,19 +10,22 @@ keyed by file name::
     [{"file_name": "sub/a.jpg", "bbox": [x, y, w, h], "score": 0.97}, ...]
 
 (``file_name`` relative to the folder, POSIX separators; ``bbox`` in pixels of the upright picture; ``score``
-optional, default 1). Boxes are padded by 1.25 like detector boxes on COCO. With such a file, an image without
-detections gets no record. Without it, the whole image is one person: centre at the image centre, box = the
-whole image widened to the input aspect, no padding. Image sizes are read from the file header only, so
-scanning 100k images is cheap. Photos are taken upright by their EXIF orientation tag (a phone photo is stored
-sideways): the size is the turned one, as every decode of a folder record turns it
-(``SampleRecord.apply_exif_orientation``).
+optional, default 1). A user's file is used as is. Without one, the boxes come from the detection store when the
+caller names one (``fpd detect`` fills it, ``storage.detections``: the same format, kept outside the folder),
+else the whole image is one person (the explicit choice for folders of single-person crops): centre at the image
+centre, box = the whole image widened to the input aspect, no padding. Detector boxes, from either file, are
+padded by 1.25 as HRNet pads COCO's detector boxes, and an image without detections gets no record. Image sizes
+are read from the file header only, so scanning 100k images is cheap. Photos are taken upright by their EXIF
+orientation tag (a phone photo is stored sideways): the size is the turned one, as every decode of a folder record
+turns it (``SampleRecord.apply_exif_orientation``).
 
 Bad input never stops a scan; each is a failure ``(name, reason)`` of the scan, by level:
 
 * item: a file or folder whose name is not valid UTF-8 (the cache stores names as UTF-8; named with ``\\xNN``
   escapes), an escaping symlink, an image whose header cannot be read, and a ``detections.json`` entry that is
   not an object with a ``file_name`` of an image in the folder and a ``bbox`` of positive finite width and
-  height (and a finite ``score`` when given): each is left out, the rest of the folder is used;
+  height (and a finite ``score`` when given), and, with a detection store, an image it has no detections of
+  (not detected yet, or edited since): each is left out, the rest of the folder is used;
 * file: a ``detections.json`` that is not json or not a list, and a folder whose own path is not valid UTF-8,
   raise ``ValueError`` naming it (no box of that folder can be trusted, or none of its names stored).
 """
@@ -43,6 +46,7 @@ from pipeline.data.paths import PathEscapeError, check_relative, resolve_inside
 from pipeline.geometry import box_to_center_scale
 from pipeline.records import SampleRecord
 from storage.annotations import finite_numbers, is_file_name
+from storage.detections import DetectedImage, DetectionStore, matching_entry
 from storage.jsonfiles import read_json
 
 logger = logging.getLogger(__name__)
@@ -61,6 +65,8 @@ def _readable(image_format: str) -> bool:
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items() if _readable(fmt))
 """Lower-case extensions of the image formats this Pillow can read (the set depends on its plugins)."""
 DETECTIONS_FILE = "detections.json"
+WHOLE_IMAGE = "#0"
+"""The instance id suffix of a folder record that is a whole image (any other folder record is a detector box)."""
 
 
 @dataclass(frozen=True)
@@ -181,17 +187,26 @@ def _read_detections(
     return by_file, bad
 
 
-def scan_folder(folder: str | Path, *, input_aspect: float, recursive: bool = True) -> FolderScan:
+def scan_folder(
+    folder: str | Path,
+    *,
+    input_aspect: float,
+    recursive: bool = True,
+    detection_store: str | Path | None = None,
+) -> FolderScan:
     """Person records of every image in ``folder`` (see the module docstring for the rules).
 
     Args:
         folder: the folder; its name gives the source name ``folder/<name>``.
         input_aspect: model input width / height.
         recursive: also scan sub-folders.
+        detection_store: the store ``fpd detect`` filled; its boxes are used unless the folder has its own
+            ``detections.json``. None: whole images (unless the folder has its own file).
 
     Raises:
         FileNotFoundError: ``folder`` is not a directory.
         ValueError: a ``detections.json`` that is not a json list, or a folder path that is not UTF-8.
+        storage.detections.DetectionStoreError: the store's records of this folder are damaged.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -204,6 +219,9 @@ def scan_folder(folder: str | Path, *, input_aspect: float, recursive: bool = Tr
     scan.failures.extend(skipped)
     detections, bad_detections = _read_detections(folder)
     scan.failures.extend(bad_detections)
+    if detections is None and detection_store is not None:
+        _add_detected(scan, folder, names, DetectionStore.current(detection_store, folder), input_aspect)
+        return _logged(scan)
     for name in names:
         try:
             width, height = read_image_size(folder / name, exif_orientation=True)  # = apply_exif_orientation
@@ -213,7 +231,7 @@ def scan_folder(folder: str | Path, *, input_aspect: float, recursive: bool = Tr
         if detections is None:
             _, scale = box_to_center_scale(0.0, 0.0, width, height, aspect_ratio=input_aspect, padding=1.0)
             center = ((width - 1) * 0.5, (height - 1) * 0.5)  # pixel centres on integers
-            scan.records.append(SampleRecord(scan.source, folder, name, center, scale, instance_id=f"{name}#0"))
+            scan.records.append(SampleRecord(scan.source, folder, name, center, scale, f"{name}{WHOLE_IMAGE}"))
             continue
         for i, box, score in detections.get(name, []):
             center, scale = box_to_center_scale(*box, aspect_ratio=input_aspect)
@@ -223,25 +241,43 @@ def scan_folder(folder: str | Path, *, input_aspect: float, recursive: bool = Tr
         if name not in listed:
             scan.failures.extend((f"{DETECTIONS_FILE} entry {i}", f"no image {name!r} in the folder")
                                  for i, _, _ in dets)  # fmt: skip
+    return _logged(scan)
+
+
+def _add_detected(
+    scan: FolderScan, folder: Path, names: list[str], store: DetectionStore | None, input_aspect: float
+) -> None:
+    """Records of the persons the store holds for the images as they are now; the others are failures."""
+    entries: dict[str, list[DetectedImage]] = store.images() if store is not None else {}
+    for name in names:
+        entry = matching_entry(entries.get(name, ()), folder / name)
+        if entry is None:
+            why = "edited since it was detected" if name in entries else "not detected yet"
+            scan.failures.append((name, f"{why}: run `fpd detect` on {printable(str(folder))}"))
+            continue
+        for j, (box, score) in enumerate(entry.persons):
+            center, scale = box_to_center_scale(*box, aspect_ratio=input_aspect)
+            scan.records.append(SampleRecord(scan.source, folder, name, center, scale, f"{name}#det{j}", score=score))
+
+
+def _logged(scan: FolderScan) -> FolderScan:
     if scan.failures:
         logger.warning("%s: %d file(s) or entries skipped", scan.source, len(scan.failures))
     return scan
 
 
-def scan_unlabeled_root(root: str | Path, *, input_aspect: float) -> dict[str, FolderScan]:
-    """One source per direct sub-folder of ``root`` (a folder dropped in later becomes a new source).
+def unlabeled_folders(root: str | Path) -> list[tuple[Path, bool]]:
+    """The image folders of an unlabeled root and whether each is scanned recursively, sorted by name.
 
-    Images lying directly in ``root`` form the source ``folder/<root name>`` (not recursive: the sub-folders are
-    their own sources). Sub-folders that are symlinks pointing outside ``root``, or whose name is not UTF-8, are
-    skipped and logged.
-
-    Returns:
-        Source name -> scan, sorted by source name.
+    Every direct sub-folder of ``root`` is a folder (a folder dropped in later is a new one), scanned with its
+    sub-folders; images lying directly in ``root`` form one more folder, ``root`` itself, not recursive (the
+    sub-folders are their own). Sub-folders that are symlinks pointing outside ``root``, or whose name is not
+    UTF-8, are skipped and logged.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"unlabeled root not found: {printable(str(root))}")
-    scans: dict[str, FolderScan] = {}
+    folders: list[tuple[Path, bool]] = []
     for child in sorted(root.iterdir()):
         if not child.is_dir():
             continue
@@ -253,9 +289,21 @@ def scan_unlabeled_root(root: str | Path, *, input_aspect: float) -> dict[str, F
         except PathEscapeError as exc:
             logger.warning("skipping source folder %s: %s", child, exc)
             continue
-        scan = scan_folder(child, input_aspect=input_aspect)
-        scans[scan.source] = scan
-    loose = scan_folder(root, input_aspect=input_aspect, recursive=False)
-    if loose.records or loose.failures:
-        scans[loose.source] = loose
+        folders.append((child, True))
+    return [*folders, (root, False)]
+
+
+def scan_unlabeled_root(
+    root: str | Path, *, input_aspect: float, detection_store: str | Path | None = None
+) -> dict[str, FolderScan]:
+    """One source per folder of ``unlabeled_folders(root)``; the loose images of ``root`` only when it has some.
+
+    Returns:
+        Source name -> scan, sorted by source name.
+    """
+    scans: dict[str, FolderScan] = {}
+    for folder, recursive in unlabeled_folders(root):
+        scan = scan_folder(folder, input_aspect=input_aspect, recursive=recursive, detection_store=detection_store)
+        if recursive or scan.records or scan.failures:
+            scans[scan.source] = scan
     return dict(sorted(scans.items()))

@@ -71,11 +71,16 @@ def parse_source_spec(kind: str, text: str) -> SourceSpec:
 
 
 def load_source_report(
-    spec: SourceSpec, input_aspect: float, *, detections: str | Path | Sequence[dict] | None = None
+    spec: SourceSpec,
+    input_aspect: float,
+    *,
+    detections: str | Path | Sequence[dict] | None = None,
+    detection_store: str | Path | None = None,
 ) -> tuple[list[SampleRecord], list[tuple[str, str]]]:
     """Records of a source and the inputs skipped while reading it: ``(file or item, reason)`` of each bad image,
     name, box or annotation, so that one of them never stops a run (each loader's module docstring says what is
-    skipped per item and what refuses the whole file)."""
+    skipped per item and what refuses the whole file). ``detection_store``: where a folder source's person boxes
+    come from when it has no ``detections.json`` of its own (None: whole images)."""
     skipped: list[tuple[str, str]] = []
     if spec.kind == "mpii":
         if detections is not None:
@@ -86,7 +91,7 @@ def load_source_report(
         return records, skipped
     if detections is not None:
         raise ValueError("folder sources read their boxes from the folder's detections.json")
-    scan = scan_folder(spec.root, input_aspect=input_aspect)
+    scan = scan_folder(spec.root, input_aspect=input_aspect, detection_store=detection_store)
     return scan.records, scan.failures
 
 
@@ -127,12 +132,13 @@ def load_sources(
     *,
     unlabeled_roots: Sequence[str | Path] = (),
     detections: str | Path | Sequence[dict] | None = None,
+    detection_store: str | Path | None = None,
 ) -> list[LoadedSource]:
     """Every source of a run, in order: ``specs``, then one folder source per sub-folder of each unlabeled root.
 
     A source given twice (the same kind, resolved root and split, e.g. one folder under two spellings) is read
-    once; the repeat is logged and dropped. ``detections`` applies to the COCO specs (the folder sources read
-    their own ``detections.json``).
+    once; the repeat is logged and dropped. ``detections`` applies to the COCO specs; the folder sources read
+    their own ``detections.json``, else the boxes of ``detection_store`` (``fpd detect``), else whole images.
     """
     loaded: list[LoadedSource] = []
     seen: set[tuple[str, str]] = set()
@@ -150,10 +156,11 @@ def load_sources(
         if (source_name(spec), resolved_root(spec.root)) in seen:
             logger.warning("source %s at %s is given twice; reading it once", source_name(spec), spec.root)
             continue
-        records, skipped = load_source_report(spec, input_aspect, detections=spec_detections)
+        records, skipped = load_source_report(spec, input_aspect, detections=spec_detections,
+                                              detection_store=detection_store)  # fmt: skip
         add(records[0].source if records else source_name(spec), spec.root, records, skipped)
     for root in unlabeled_roots:
-        for name, scan in scan_unlabeled_root(root, input_aspect=input_aspect).items():
+        for name, scan in scan_unlabeled_root(root, input_aspect=input_aspect, detection_store=detection_store).items():
             folder = scan.records[0].root if scan.records else Path(root) / name.removeprefix("folder/")
             add(name, folder, scan.records, scan.failures)
     return _with_unique_labels(loaded)

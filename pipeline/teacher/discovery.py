@@ -132,6 +132,7 @@ def discover(
     plan_path: str | Path,
     *,
     detections: str | Path | None = None,
+    detection_store: str | Path | None = None,
 ) -> Discovery:
     """Read every source once, plan what ``cache`` lacks, write the plan to ``plan_path`` and count it all.
 
@@ -142,8 +143,11 @@ def discover(
         cache: the teacher cache, opened with the teacher's provenance.
         plan_path: where the shards will read the plan.
         detections: person detections for the COCO specs (None: ground-truth boxes).
+        detection_store: the person boxes ``fpd detect`` found in the folders without a ``detections.json``
+            (None: each of their images is one person).
     """
-    loaded = load_sources(specs, input_aspect, unlabeled_roots=unlabeled_roots, detections=detections)
+    loaded = load_sources(specs, input_aspect, unlabeled_roots=unlabeled_roots, detections=detections,
+                          detection_store=detection_store)  # fmt: skip
     plan = plan_inference([r for source in loaded for r in source.records], cache)
     save_plan(plan_path, plan)
     return summarise(loaded, plan, plan_path)

@@ -55,12 +55,14 @@ def add_folder(root: Path, name: str, num_images: int) -> Path:
 
 
 def tiny_parameters(data: dict[str, Path], work: Path, **overrides: object) -> dict[str, object]:
-    """distill-flow parameters for the tiny data (unlabeled root ``work/unlabeled``): one epoch, CPU, one thread."""
+    """distill-flow parameters for the tiny data (unlabeled root ``work/unlabeled``, whose generated folders hold
+    single-person crops: whole images): one epoch, CPU, one thread."""
     params: dict[str, object] = {
         "teacher": {"preset": TEACHER, "checkpoint": str(data["teacher"])},
         "student": {"preset": STUDENT},
         "labelled": [{"dataset": "mpii", "root": str(data["mpii"])}],
         "unlabeled_roots": [str(work / "unlabeled")],
+        "detector": {"person_boxes": "whole_image"},
         "cache_dir": str(work / "cache"),
         "output_dir": str(work / "out"),
         "baselines": ["gt_only"],

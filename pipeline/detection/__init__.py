@@ -1,0 +1,1 @@
+"""The detection stage: person boxes for unlabeled photo folders, from a torchvision detector."""
