@@ -20,3 +20,37 @@ def real_data() -> Path:
     if not (REAL_DATA / "mpii").is_dir() or not (REAL_DATA / "coco").is_dir():
         pytest.skip(f"real sample data not found at {REAL_DATA}")
     return REAL_DATA.resolve()
+
+
+DETECTOR_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
+
+
+@pytest.fixture(scope="session")
+def person_detector(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Settings of a real torchvision detector with random weights saved to a file (loaded by the real loading
+    code), its person logit raised so that untrained boxes come out as persons; small inputs keep it fast."""
+    import torch
+
+    from models.detectors import PERSON_LABEL, create_detector
+
+    torch.manual_seed(0)
+    model = create_detector(DETECTOR_MODEL, score_threshold=0.05, nms_threshold=0.5, detections_per_image=100)
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.bias[PERSON_LABEL] += 6.0
+    path = tmp_path_factory.mktemp("detector") / "person_detector.pth"
+    torch.save(model.state_dict(), path)
+    return {"model": DETECTOR_MODEL, "weights": str(path), "score_threshold": 0.3, "min_box_size": 8.0,
+            "max_persons": 3, "min_size": 96, "max_size": 128}  # fmt: skip
+
+
+def write_photos(folder: Path, n: int, seed: int = 0) -> list[str]:
+    """``n`` noise JPEGs ``p00.jpg``... of 128x96 in ``folder``, for the detector tests; their names."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        pixels = rng.integers(0, 255, size=(96, 128, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"p{i:02d}.jpg", quality=90)
+    return [f"p{i:02d}.jpg" for i in range(n)]

@@ -10,12 +10,11 @@ import textwrap
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from models.detectors import PERSON_LABEL, create_detector
+from models.detectors import PERSON_LABEL
 from pipeline.cli import main as fpd
 from pipeline.data.folders import DETECTIONS_FILE, scan_folder, unlabeled_folders
 from pipeline.detection.run import DetectionRun, detect_folders, select_persons
@@ -23,36 +22,20 @@ from pipeline.detection.settings import DetectorSettings
 from pipeline.geometry import box_to_center_scale
 from storage.detections import DetectionStore
 from storage.hashing import sha256_file
+from tests.conftest import DETECTOR_MODEL as MODEL
+from tests.conftest import write_photos
 
-MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Random detector weights whose person logit is raised, so that untrained boxes come out as persons."""
-    torch.manual_seed(0)
-    model = create_detector(MODEL, score_threshold=0.05, nms_threshold=0.5, detections_per_image=100)
-    with torch.no_grad():
-        model.roi_heads.box_predictor.cls_score.bias[PERSON_LABEL] += 6.0
-    path = tmp_path_factory.mktemp("detector") / "person_detector.pth"
-    torch.save(model.state_dict(), path)
-    return path
+@pytest.fixture
+def weights(person_detector: dict[str, object]) -> Path:
+    return Path(str(person_detector["weights"]))
 
 
 @pytest.fixture
-def settings(weights: Path) -> DetectorSettings:
-    return DetectorSettings(model=MODEL, weights=str(weights), score_threshold=0.3, min_box_size=8.0, max_persons=3,
-                            min_size=96, max_size=128)  # fmt: skip
-
-
-def _photos(folder: Path, n: int, seed: int = 0) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        pixels = rng.integers(0, 255, size=(96, 128, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"p{i:02d}.jpg", quality=90)
-    return [f"p{i:02d}.jpg" for i in range(n)]
+def settings(person_detector: dict[str, object]) -> DetectorSettings:
+    return DetectorSettings(**person_detector)
 
 
 def _detect(root: Path, store: Path, settings: DetectorSettings, **options: object) -> DetectionRun:
@@ -84,7 +67,7 @@ def test_select_persons_keeps_confident_large_persons_best_first() -> None:
 
 def test_boxes_are_stored_in_the_documented_format_with_the_detector(tmp_path: Path, settings: DetectorSettings,
                                                                      weights: Path) -> None:  # fmt: skip
-    names = _photos(tmp_path / "root" / "street", 3)
+    names = write_photos(tmp_path / "root" / "street", 3)
     run = _detect(tmp_path / "root", tmp_path / "store", settings)
     street = next(f for f in run.folders if f.folder.endswith("street"))
     assert (street.images, street.detected, street.reused) == (3, 3, 0)
@@ -110,9 +93,9 @@ def test_boxes_are_stored_in_the_documented_format_with_the_detector(tmp_path: P
 
 
 def test_a_second_run_detects_only_the_new_folder_and_edited_images(tmp_path: Path, settings: DetectorSettings) -> None:
-    _photos(tmp_path / "root" / "a", 3)
+    write_photos(tmp_path / "root" / "a", 3)
     _detect(tmp_path / "root", tmp_path / "store", settings)
-    _photos(tmp_path / "root" / "b", 2, seed=1)
+    write_photos(tmp_path / "root" / "b", 2, seed=1)
     counts = {Path(f.folder).name: (f.detected, f.reused) for f in _detect(tmp_path / "root", tmp_path / "store",
                                                                             settings).folders}  # fmt: skip
     assert counts == {"a": (0, 3), "b": (2, 0)}  # the root holds no loose images: no folder of its own
@@ -124,7 +107,7 @@ def test_a_second_run_detects_only_the_new_folder_and_edited_images(tmp_path: Pa
 def test_a_changed_threshold_or_model_detects_again_and_switching_back_is_free(
     tmp_path: Path, settings: DetectorSettings
 ) -> None:
-    _photos(tmp_path / "root" / "a", 2)
+    write_photos(tmp_path / "root" / "a", 2)
     _detect(tmp_path / "root", tmp_path / "store", settings)
     stricter = replace(settings, score_threshold=0.5)
     assert _detected(_detect(tmp_path / "root", tmp_path / "store", stricter)) == 2
@@ -135,7 +118,7 @@ def test_a_changed_threshold_or_model_detects_again_and_switching_back_is_free(
 
 
 def test_shards_together_equal_one_run(tmp_path: Path, settings: DetectorSettings) -> None:
-    _photos(tmp_path / "root" / "a", 5)
+    write_photos(tmp_path / "root" / "a", 5)
     _detect(tmp_path / "root", tmp_path / "one", settings)
     parts = [_detect(tmp_path / "root", tmp_path / "two", settings, shard_index=i, num_shards=2) for i in range(2)]
     assert sum(p.folders[0].detected for p in parts) == 5 and 0 < parts[0].folders[0].detected < 5
@@ -144,7 +127,7 @@ def test_shards_together_equal_one_run(tmp_path: Path, settings: DetectorSetting
 
 
 def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path: Path, settings: DetectorSettings) -> None:
-    _photos(tmp_path / "root" / "a", 5)
+    write_photos(tmp_path / "root" / "a", 5)
     _detect(tmp_path / "root", tmp_path / "clean", settings)
     script = textwrap.dedent(f"""
         import os, signal
@@ -176,7 +159,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path: Path, settings:
 
 def test_a_users_detections_json_is_used_as_is_and_never_touched(tmp_path: Path, settings: DetectorSettings) -> None:
     folder = tmp_path / "root" / "mine"
-    _photos(folder, 2)
+    write_photos(folder, 2)
     own = [{"file_name": "p00.jpg", "bbox": [10, 10, 40, 60], "score": 0.9}]
     (folder / DETECTIONS_FILE).write_text(json.dumps(own))
     before = (folder / DETECTIONS_FILE).stat()
@@ -192,7 +175,7 @@ def test_a_users_detections_json_is_used_as_is_and_never_touched(tmp_path: Path,
 
 
 def test_folders_not_yet_detected_give_no_whole_image_records(tmp_path: Path, settings: DetectorSettings) -> None:
-    _photos(tmp_path / "a", 2)
+    write_photos(tmp_path / "a", 2)
     scan = scan_folder(tmp_path / "a", input_aspect=0.75, detection_store=tmp_path / "store")
     assert scan.records == [] and [reason.split(":")[0] for _, reason in scan.failures] == ["not detected yet"] * 2
     whole = scan_folder(tmp_path / "a", input_aspect=0.75)  # the explicit whole-image choice
@@ -205,7 +188,7 @@ def test_fpd_detect_then_infer_uses_the_boxes(tmp_path: Path, settings: Detector
     from storage.cache import TeacherTargetCache
     from storage.checkpoints import save_weights
 
-    _photos(tmp_path / "photos", 2)
+    write_photos(tmp_path / "photos", 2)
     common = ["--store", str(tmp_path / "store"), "--model", MODEL, "--weights", str(weights), "--score-threshold",
               "0.3", "--min-box-size", "8", "--max-persons", "3", "--min-size", "96", "--max-size", "128",
               "--workers", "0", "--no-progress"]  # fmt: skip
@@ -224,7 +207,7 @@ def test_fpd_detect_then_infer_uses_the_boxes(tmp_path: Path, settings: Detector
 
 def test_missing_weights_give_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    _photos(tmp_path / "photos", 1)
+    write_photos(tmp_path / "photos", 1)
     missing = tmp_path / "nowhere" / "detector.pth"
     assert fpd(["detect", "--folder", str(tmp_path / "photos"), "--store", str(tmp_path / "store"), "--model",
                 MODEL, "--weights", str(missing), "--no-progress"]) == 2  # fmt: skip

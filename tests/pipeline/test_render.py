@@ -138,3 +138,33 @@ def test_heat_layer_lands_on_the_heatmap_peak(tmp_path: Path) -> None:
     # Heatmap pixel j sits at input pixel 4 * j (stride 4), then the picture enlarges by ``factor``.
     assert abs(x - 2 * 4 * factor) <= 1 and abs(y - 5 * 4 * factor) <= 1
     assert tuple(pixels[2, 2]) == (128, 128, 128)  # far from the peak the crop shows through unchanged
+
+
+@pytest.mark.parametrize(("instance_id", "boxed"), [("grey.png#det0", True), ("grey.png#0", False)])
+def test_a_detector_box_is_drawn_on_unlabeled_overlays(tmp_path: Path, instance_id: str, boxed: bool) -> None:
+    """A detector's person box (the crop before its 1.25 padding) is drawn in the box colour; a whole image has
+    none."""
+    from pipeline.geometry import box_to_center_scale
+    from pipeline.render import BOX_COLOUR
+
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(tmp_path / "grey.png")
+    center, scale = box_to_center_scale(16.0, 16.0, 32.0, 32.0, aspect_ratio=1.0)
+    record = SampleRecord(source="folder/t", root=tmp_path, image="grey.png", center=center, scale=scale,
+                          instance_id=instance_id, score=0.87)  # fmt: skip
+    provenance = CacheProvenance("t", "0" * 64, (32, 32), (8, 8), "mpii", MPII.names, MPII.flip_pairs)
+    cache = TeacherTargetCache(tmp_path / "cache").open_or_create(provenance)
+    plan = plan_inference([record], cache)
+    with cache.writer() as writer:
+        writer.add(shard_batch(plan.records, plan.states, np.zeros((1, 16, 8, 8), dtype=np.float32),
+                               np.zeros((1, 16, 2)), np.zeros((1, 16, 2)), np.zeros((1, 16))))  # fmt: skip
+    render_sample(cache.dataset(), 0, tmp_path / "out.png")
+    with Image.open(tmp_path / "out.png") as picture:
+        pixels = np.asarray(picture.convert("RGB"))
+    factor = picture.size[0] // 32
+    box = np.all(pixels[: 32 * factor] == BOX_COLOUR, axis=-1)
+    assert box.any() == boxed
+    if boxed:  # the box spans the crop's inner 1 / 1.25, centred
+        ys, xs = np.nonzero(box)
+        margin = 32 * factor * (1 - 1 / 1.25) / 2
+        assert abs(xs.min() - margin) <= factor and abs(32 * factor - 1 - xs.max() - margin) <= factor + 1
+        assert abs(ys.min() - margin) <= factor
