@@ -122,7 +122,7 @@ class DetectorParams(_Frozen):
     max_persons: int = Field(20, ge=1, description="most persons kept per image")
     min_size: int | None = Field(None, ge=1, description="detector input's shorter side (None: the model's)")
     max_size: int | None = Field(None, ge=1, description="detector input's longer side (None: the model's)")
-    batch_size: int = Field(4, ge=1, description="images per detector forward pass")
+    batch_size: int | None = Field(None, ge=1, description="images per detector forward (None: 1 on CPU, 8 on CUDA)")
     store_dir: str | None = Field(None, description="detection store (None: <cache_dir>/detections)")
 
     def settings(self, amp: bool) -> DetectorSettings:

@@ -21,7 +21,7 @@ def detect_persons(
     store_dir: str,
     settings: DetectorSettings,
     device: str,
-    batch_size: int,
+    batch_size: int | None,
     num_workers: int,
     torch_threads: int | None,
 ) -> DetectionRun:

@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-size", type=positive_int, help="detector input's shorter side (default: the model's)")
     parser.add_argument("--max-size", type=positive_int, help="detector input's longer side (default: the model's)")
     parser.add_argument("--no-amp", action="store_true", help="no fp16 autocast on CUDA")
-    parser.add_argument("--batch-size", type=positive_int, default=4, help="images per forward pass (default 4)")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help="images per forward pass (default 1 on CPU, 8 on CUDA)")  # fmt: skip
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
     parser.add_argument("--workers", type=non_negative_int, default=2, help="image decoding processes (default 2)")
     parser.add_argument("--shard", type=shard_slot, default=(0, 1), metavar="I/N",

@@ -70,8 +70,10 @@ def locate_detector_weights(name: str, weights: str | Path | None = None, *, dow
     if weights is not None:
         weights = Path(weights)
         if not weights.is_file():
-            raise DetectorWeightsError(f"detector weights file for {name} not found: {weights} (pass an existing "
-                                       f"file, or leave the weights unset to use torchvision's cache: {url})")  # fmt: skip
+            raise DetectorWeightsError(
+                f"detector weights file for {name} not found: {weights} (pass an existing file, or leave the weights "
+                f"unset to use torchvision's cache, $TORCH_HOME/hub/checkpoints, with {url} in it)"
+            )
         return weights
     path = torchvision_weights_path(name)
     if path.is_file():
