@@ -138,8 +138,8 @@ def _as_list(batch: list[dict[str, object]]) -> list[dict[str, object]]:
 
 
 def default_batch_size(device: torch.device) -> int:
-    """Images per detector forward: 8 on a GPU; 1 on a CPU, where batching gains nothing and pads every image to
-    the batch's largest (benchmarks/bench_detector.py: batch 1 ran 1.3x the images/s of batch 4 here)."""
+    """Images per detector forward: 8 on a GPU; 1 on a CPU, where a batch pads every image to its largest and
+    gained nothing on a quiet machine (benchmarks/bench_detector.py, docs/detection.md)."""
     return 8 if device.type == "cuda" else 1
 
 

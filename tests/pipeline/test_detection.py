@@ -114,6 +114,9 @@ def test_a_changed_threshold_or_model_detects_again_and_switching_back_is_free(
     assert DetectionStore.current(tmp_path / "store", tmp_path / "root" / "a").detector["score_threshold"] == 0.5
     wider = replace(settings, min_size=112, max_size=144)  # another input size is another detector
     assert _detected(_detect(tmp_path / "root", tmp_path / "store", wider)) == 2
+    # The 800-px MobileNet model has the 320-px one's parameters: the same file, another model, detects again.
+    other_model = replace(settings, model="fasterrcnn_mobilenet_v3_large_fpn")
+    assert _detected(_detect(tmp_path / "root", tmp_path / "store", other_model)) == 2
     assert _detected(_detect(tmp_path / "root", tmp_path / "store", settings)) == 0
 
 
