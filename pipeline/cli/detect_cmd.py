@@ -102,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(asdict(result), indent=2))
         return 0
+    if not result.folders:
+        print("no images in the given folders: nothing to detect")
+        return 0
     for line in result.log_lines():
         print(line)
     for folder in result.folders:
