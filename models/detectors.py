@@ -70,16 +70,31 @@ DETECTOR_MODELS: Mapping[str, DetectorModel] = MappingProxyType(
     {
         entry.name: entry
         for entry in (
-            _entry("fasterrcnn_resnet50_fpn_v2", detection.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
-                   "ResNet-50 FPN v2 (2022 recipe): the strong default on GPUs", None),
-            _entry("fasterrcnn_resnet50_fpn", detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1,
-                   "ResNet-50 FPN (2019 weights)", 0.0),
-            _entry("fasterrcnn_mobilenet_v3_large_fpn", detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1,
-                   "MobileNetV3-Large FPN, 800 px: the light default on CPUs", 1e-5),
-            _entry("fasterrcnn_mobilenet_v3_large_320_fpn",
-                   detection.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1,
-                   "MobileNetV3-Large FPN, 320 px: the fastest, for small or few persons", 1e-5),
-        )  # fmt: skip
+            _entry(
+                "fasterrcnn_resnet50_fpn_v2",
+                detection.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
+                "ResNet-50 FPN v2 (2022 recipe): the strong default on GPUs",
+                None,
+            ),
+            _entry(
+                "fasterrcnn_resnet50_fpn",
+                detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1,
+                "ResNet-50 FPN (2019 weights)",
+                0.0,
+            ),
+            _entry(
+                "fasterrcnn_mobilenet_v3_large_fpn",
+                detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1,
+                "MobileNetV3-Large FPN, 800 px: the light default on CPUs",
+                1e-5,
+            ),
+            _entry(
+                "fasterrcnn_mobilenet_v3_large_320_fpn",
+                detection.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1,
+                "MobileNetV3-Large FPN, 320 px: the fastest, for small or few persons",
+                1e-5,
+            ),
+        )
     }
 )
 

@@ -13,9 +13,9 @@ from pipeline.detection.settings import DetectorSettings
 from pipeline.runtime import resolve_device, set_torch_threads
 
 
-# No retries: what fails here is permanent (no weights file, a locked store); a re-run resumes from the store.
-@task(name="detect-persons", task_run_name="detect persons with {settings.model}", cache_policy=NO_CACHE,
-      tags=["detection"])  # fmt: skip
+# The store, not Prefect's result cache, says what is done: a retry detects only the images not yet committed.
+@task(name="detect-persons", task_run_name="detect persons with {settings.model}", retries=2, retry_delay_seconds=10,
+      cache_policy=NO_CACHE, tags=["detection"])  # fmt: skip
 def detect_persons(
     unlabeled_roots: Sequence[str],
     store_dir: str,

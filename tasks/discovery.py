@@ -25,8 +25,7 @@ def discover_sources(
     plan_path: str,
     detection_store: str | None = None,
 ) -> Discovery:
-    """Scan every source once, write the inference plan to ``plan_path`` and log each source's counts
-    (``detection_store``: the unlabeled folders' person boxes; None: whole images)."""
+    """Scan every source once (folder boxes from ``detection_store``), write the plan, log each source's counts."""
     preset = get_preset(teacher_preset)
     cache = open_teacher_cache(cache_dir, preset, teacher_checkpoint)
     discovery = discover(specs, unlabeled_roots, preset.input_aspect, cache, plan_path,

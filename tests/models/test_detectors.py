@@ -39,8 +39,8 @@ def test_auto_is_the_strong_model_on_cuda_and_the_light_one_elsewhere(device_typ
 
 
 def test_an_unknown_name_is_refused_with_the_known_ones() -> None:
-    for call in (lambda: detectors.resolve_detector_name("yolo", "cpu"),
-                 lambda: create_detector("yolo", score_threshold=0.5, nms_threshold=0.5, detections_per_image=10)):  # fmt: skip
+    options = {"score_threshold": 0.5, "nms_threshold": 0.5, "detections_per_image": 10}
+    for call in (lambda: detectors.resolve_detector_name("yolo", "cpu"), lambda: create_detector("yolo", **options)):
         with pytest.raises(ValueError, match="unknown detector 'yolo'") as info:
             call()
         assert all(name in str(info.value) for name in ["auto", *NAMES])

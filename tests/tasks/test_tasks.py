@@ -10,6 +10,7 @@ import pytest
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task
 
+import tasks.detection
 import tasks.discovery
 import tasks.evaluation
 import tasks.inference
@@ -18,7 +19,7 @@ import tasks.training
 from pipeline.teacher.shards import ShardJob, ShardReport
 from storage.jsonfiles import write_json
 
-MODULES = (tasks.discovery, tasks.inference, tasks.training, tasks.evaluation, tasks.reporting)
+MODULES = (tasks.detection, tasks.discovery, tasks.inference, tasks.training, tasks.evaluation, tasks.reporting)
 ALL_TASKS = [obj for module in MODULES for obj in vars(module).values() if isinstance(obj, Task)]
 
 
@@ -30,7 +31,7 @@ def _job(tmp_path: Path, shard_index: int = 0, num_shards: int = 2) -> ShardJob:
 def test_every_task_module_is_found() -> None:
     names = {t.name for t in ALL_TASKS}
     assert names == {
-        "discover-sources", "teacher-inference-shard", "teacher-inference-remote", "teacher-inference-here",
+        "detect-persons", "discover-sources", "teacher-inference-shard", "teacher-inference-remote", "teacher-inference-here",
         "train-student", "evaluate", "publish-metrics", "publish-cache-report",
     }  # fmt: skip
 
