@@ -31,8 +31,8 @@ def _job(tmp_path: Path, shard_index: int = 0, num_shards: int = 2) -> ShardJob:
 def test_every_task_module_is_found() -> None:
     names = {t.name for t in ALL_TASKS}
     assert names == {
-        "detect-persons", "discover-sources", "teacher-inference-shard", "teacher-inference-remote", "teacher-inference-here",
-        "train-student", "evaluate", "publish-metrics", "publish-cache-report",
+        "detect-persons", "discover-sources", "teacher-inference-shard", "teacher-inference-remote",
+        "teacher-inference-here", "train-student", "evaluate", "publish-metrics", "publish-cache-report",
     }  # fmt: skip
 
 
