@@ -135,32 +135,37 @@ class DetectionStore:
 
     def images(self) -> dict[str, list[DetectedImage]]:
         """Every committed entry by file name (several when the image was edited and detected again)."""
-        for attempt in range(3):
-            try:
-                return self._read_parts()
-            except FileNotFoundError:  # a part merged away while listing (``compact``): list again
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        out: dict[str, list[DetectedImage]] = {}
+        for _, entries in self._readable_parts():
+            for entry in entries:
+                out.setdefault(entry.file_name, []).append(entry)
+        return out
 
     def parts(self) -> list[Path]:
         """The committed part files, sorted by name."""
         return sorted(self.path.glob("part-*.json")) if self.path.is_dir() else []
 
-    def _read_parts(self) -> dict[str, list[DetectedImage]]:
-        out: dict[str, list[DetectedImage]] = {}
-        for part in self.parts():
+    def _readable_parts(self) -> list[tuple[Path, list[DetectedImage]]]:
+        """Each readable part with its entries; a damaged one is left out with a warning (and left in place)."""
+        for _ in range(3):
             try:
-                entries = parse_part(read_json(part, "detections part"))
-            except ValueError as exc:
-                # Parts are renamed into place whole, so this is a damaged disk or a hand edit: its images are
-                # detected again, nothing else is lost.
-                warnings.warn(f"{part}: damaged detections part left out, its images will be detected again ({exc})",
-                              RuntimeWarning, stacklevel=3)  # fmt: skip
+                return [(part, entries) for part in self.parts() if (entries := self._read_part(part)) is not None]
+            except FileNotFoundError:  # a part merged away between listing and reading (``compact``): list again
                 continue
-            for entry in entries:
-                out.setdefault(entry.file_name, []).append(entry)
-        return out
+        raise DetectionStoreError(f"{self.path}: parts keep disappearing while read (another process compacting?)")
+
+    @staticmethod
+    def _read_part(part: Path) -> list[DetectedImage] | None:
+        if not part.is_file():
+            raise FileNotFoundError(part)
+        try:
+            return parse_part(read_json(part, "detections part"))
+        except ValueError as exc:
+            # Parts are renamed into place whole, so this is a damaged disk or a hand edit: its images are
+            # detected again, nothing else is lost.
+            warnings.warn(f"{part}: damaged detections part left out, its images will be detected again ({exc})",
+                          RuntimeWarning, stacklevel=4)  # fmt: skip
+            return None
 
     def writer(self, *, shard_index: int = 0, num_shards: int = 1, part_size: int = 256) -> DetectionWriter:
         """Open the writer of slot ``shard_index`` of ``num_shards`` (a context manager; activates the identity).
@@ -187,21 +192,17 @@ class DetectionStore:
 
         Safe beside readers and writers: the merged part is committed before the parts it holds are removed, a
         reader that finds a part gone lists again, and a duplicate entry (same image, same fingerprint) is
-        harmless. Entries are kept as they are (stale ones of edited images included).
+        harmless. Entries are kept as they are (stale ones of edited images included); damaged parts are not merged.
         """
-        parts = self.parts()
-        if len(parts) < min_parts:
+        if len(self.parts()) < min_parts:
             return 0
-        entries = {
-            (e.file_name, e.state.fingerprint): e
-            for part in parts
-            for e in parse_part(read_json(part, "detections part"))
-        }  # fmt: skip
+        readable = self._readable_parts()  # a damaged part stays where it is, for a person to look at
+        entries = {(e.file_name, e.state.fingerprint): e for _, part_entries in readable for e in part_entries}
         with atomic_write(self.path / f"part-merged-{uuid.uuid4().hex}.json", "w") as handle:
             json.dump(part_payload(list(entries.values())), handle, separators=(",", ":"))
-        for part in parts:
+        for part, _ in readable:
             part.unlink(missing_ok=True)
-        return len(parts)
+        return len(readable)
 
 
 class DetectionWriter:

@@ -198,16 +198,8 @@ def detect_folders(
     precision = "fp16" if settings.amp and on_cuda else "fp32"
     identity = detector_identity(settings, name, weights, model, precision)
     stores = [DetectionStore(store_root, f, identity) for f, _ in listed]
-    items, reused, failed = [], [0] * len(listed), [list(skipped) for _, (_, skipped) in listed]
-    for s, (store, (_, (names, _))) in enumerate(zip(stores, listed, strict=True)):
-        held = store.images()
-        for image in names:
-            if slot_of_image(image, num_shards) != shard_index:
-                continue
-            if matching_entry(held.get(image, ()), store.folder / image) is None:
-                items.append(_Item(s, store.folder, image))
-            else:
-                reused[s] += 1
+    items, reused = _missing(stores, [names for _, (names, _) in listed], shard_index, num_shards)
+    failed = [list(skipped) for _, (_, skipped) in listed]
     detected = [0] * len(listed)
     autocast = torch.autocast("cuda", dtype=torch.float16) if precision == "fp16" else contextlib.nullcontext()
     with contextlib.ExitStack() as stack:
@@ -231,11 +223,30 @@ def detect_folders(
                 writers[item.store].add([DetectedImage(item.name, b["state"], size, persons)])
                 detected[item.store] += 1
     for s, store in enumerate(stores):
+        store.compact()
         results.append(_folder_counts(store, listed[s][1][0], detected[s], reused[s], failed[s]))
     run = DetectionRun(identity, tuple(results), round(time.perf_counter() - start, 2))
     for line in run.log_lines():
         logger.info(line)
     return run
+
+
+def _missing(
+    stores: Sequence[DetectionStore], names: Sequence[list[str]], shard_index: int, num_shards: int
+) -> tuple[list[_Item], list[int]]:
+    """The images of this slot each store lacks (new or edited), and per store how many it already holds."""
+    items: list[_Item] = []
+    reused = [0] * len(stores)
+    for s, (store, images) in enumerate(zip(stores, names, strict=True)):
+        held = store.images()
+        for image in images:
+            if slot_of_image(image, num_shards) != shard_index:
+                continue
+            if matching_entry(held.get(image, ()), store.folder / image) is None:
+                items.append(_Item(s, store.folder, image))
+            else:
+                reused[s] += 1
+    return items, reused
 
 
 def _batches(

@@ -198,3 +198,18 @@ def test_slots_split_the_images_the_same_way_everywhere() -> None:
     slots = [slot_of_image(n, 3) for n in names]
     assert set(slots) == {0, 1, 2}
     assert slots == [slot_of_image(n, 3) for n in names]
+
+
+def test_compaction_leaves_a_damaged_part_in_place(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    names = _images(folder, 3)
+    store = DetectionStore(tmp_path / "store", folder, DETECTOR)
+    with store.writer(part_size=1) as writer:
+        writer.add([_entry(folder, n) for n in names])
+    damaged = store.parts()[0]
+    damaged.write_text("{not json")
+    with pytest.warns(RuntimeWarning, match="damaged"):
+        assert store.compact(min_parts=3) == 2
+    assert damaged.is_file() and len(store.parts()) == 2
+    with pytest.warns(RuntimeWarning, match="damaged"):
+        assert len(store.images()) == 2
