@@ -106,6 +106,9 @@ class DeviceParams(_Frozen):
     torch_threads: int | None = Field(None, ge=1, description="CPU threads per process (None: torch default)")
 
 
+_DETECTOR = DetectorSettings()  # the detection stage's defaults live in one place
+
+
 class DetectorParams(_Frozen):
     """How the persons of the unlabeled folders are found (a folder's own ``detections.json`` always wins)."""
 
@@ -113,13 +116,13 @@ class DetectorParams(_Frozen):
         "detector", description="'detector': a torchvision person detector runs first (``fpd detect``); "
         "'whole_image': each image is one person (folders of single-person crops)",
     )  # fmt: skip
-    model: str = Field("auto", description="torchvision detector; auto: Faster R-CNN R50-FPN v2 on CUDA, "
+    model: str = Field(_DETECTOR.model, description="torchvision detector; auto: Faster R-CNN R50-FPN v2 on CUDA, "
                        "MobileNet-v3 FPN on CPU")  # fmt: skip
     weights: str | None = Field(None, description="local weights file (None: torchvision's cache under TORCH_HOME)")
-    score_threshold: float = Field(0.7, ge=0.0, le=1.0, description="lowest person score kept")
-    nms_threshold: float = Field(0.5, ge=0.0, le=1.0)
-    min_box_size: float = Field(32.0, ge=0.0, description="smallest sqrt(w*h) kept, in pixels")
-    max_persons: int = Field(20, ge=1, description="most persons kept per image")
+    score_threshold: float = Field(_DETECTOR.score_threshold, ge=0.0, le=1.0, description="lowest person score kept")
+    nms_threshold: float = Field(_DETECTOR.nms_threshold, ge=0.0, le=1.0)
+    min_box_size: float = Field(_DETECTOR.min_box_size, ge=0.0, description="smallest sqrt(w*h) kept, in pixels")
+    max_persons: int = Field(_DETECTOR.max_persons, ge=1, description="most persons kept per image")
     min_size: int | None = Field(None, ge=1, description="detector input's shorter side (None: the model's)")
     max_size: int | None = Field(None, ge=1, description="detector input's longer side (None: the model's)")
     batch_size: int | None = Field(None, ge=1, description="images per detector forward (None: 1 on CPU, 8 on CUDA)")

@@ -103,3 +103,17 @@ def test_the_students_base_recipe_carries_the_run_settings() -> None:
     assert [(s.kind, str(s.root), s.split) for s in base.data.labelled] == [("mpii", "data/mpii", "train")]
     assert (base.optim.epochs, base.optim.lr, base.optim.milestones) == (3, 5e-4, (2,))
     assert (base.device, base.amp, base.data.workers, base.resume) == ("cpu", "none", 1, True)
+
+
+def test_detector_params_unpack_to_the_stages_settings_and_store() -> None:
+    from flows.params import DetectorParams, DistillParams
+    from pipeline.detection.settings import DetectorSettings
+
+    assert DetectorParams().settings(amp=True) == DetectorSettings()
+    base = {"teacher": {"checkpoint": "t.pth"}, "labelled": [{"dataset": "mpii", "root": "data/mpii"}],
+            "cache_dir": "caches/hg8", "output_dir": "runs/x"}  # fmt: skip
+    assert DistillParams.model_validate(base).detection_store == "caches/hg8/detections"
+    whole = DistillParams.model_validate({**base, "detector": {"person_boxes": "whole_image"}})
+    assert whole.detection_store is None
+    with pytest.raises(ValueError, match="score_threshold"):
+        DistillParams.model_validate({**base, "detector": {"score_threshold": 1.5}})
