@@ -40,6 +40,16 @@ def _entry(folder: Path, name: str, persons: int = 1) -> DetectedImage:
     return DetectedImage(name, file_state(folder / name), (320, 240), boxes)
 
 
+def _one_part_per_image(tmp_path: Path, n: int) -> DetectionStore:
+    """A store of ``n`` images of ``tmp_path / "photos"``, one part each, image ``i`` with ``i % 3`` persons."""
+    folder = tmp_path / "photos"
+    names = _images(folder, n)
+    store = DetectionStore(tmp_path / "store", folder, DETECTOR)
+    with store.writer(part_size=1) as writer:
+        writer.add([_entry(folder, name, persons=i % 3) for i, name in enumerate(names)])
+    return store
+
+
 def test_part_round_trip_is_the_documented_detections_format(tmp_path: Path) -> None:
     names = _images(tmp_path / "photos", 2)
     images = [_entry(tmp_path / "photos", names[0], 2), _entry(tmp_path / "photos", names[1], 0)]
@@ -158,11 +168,7 @@ def test_a_second_writer_of_a_slot_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_damaged_part_is_left_out_with_a_warning(tmp_path: Path) -> None:
-    folder = tmp_path / "photos"
-    names = _images(folder, 2)
-    store = DetectionStore(tmp_path / "store", folder, DETECTOR)
-    with store.writer(part_size=1) as writer:
-        writer.add([_entry(folder, n) for n in names])
+    store = _one_part_per_image(tmp_path, 2)
     store.parts()[0].write_text("{not json")
     with pytest.warns(RuntimeWarning, match="detected again"):
         held = store.images()
@@ -182,11 +188,7 @@ def test_matching_entry_tells_an_edited_image_by_its_content(tmp_path: Path) -> 
 
 
 def test_compaction_keeps_every_entry(tmp_path: Path) -> None:
-    folder = tmp_path / "photos"
-    names = _images(folder, 6)
-    store = DetectionStore(tmp_path / "store", folder, DETECTOR)
-    with store.writer(part_size=1) as writer:
-        writer.add([_entry(folder, n, persons=i % 3) for i, n in enumerate(names)])
+    store = _one_part_per_image(tmp_path, 6)
     before = store.images()
     assert store.compact(min_parts=10) == 0
     assert store.compact(min_parts=6) == 6
@@ -201,11 +203,7 @@ def test_slots_split_the_images_the_same_way_everywhere() -> None:
 
 
 def test_compaction_leaves_a_damaged_part_in_place(tmp_path: Path) -> None:
-    folder = tmp_path / "photos"
-    names = _images(folder, 3)
-    store = DetectionStore(tmp_path / "store", folder, DETECTOR)
-    with store.writer(part_size=1) as writer:
-        writer.add([_entry(folder, n) for n in names])
+    store = _one_part_per_image(tmp_path, 3)
     damaged = store.parts()[0]
     damaged.write_text("{not json")
     with pytest.warns(RuntimeWarning, match="damaged"):
