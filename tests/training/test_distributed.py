@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from pipeline.training.distributed import all_reduce_mean, cleanup_distributed, init_distributed
+from pipeline.training.distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from pipeline.training.loop import Precision, train_one_epoch
 from pipeline.training.loss import FPDLoss
 
@@ -64,6 +64,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         curve.append(all_reduce_mean(steps["loss"]))  # the loop logs the mean over ranks
     if info.is_main:
         torch.save({"state": model.module.state_dict(), "curve": torch.cat(curve)}, Path(out) / f"rank{rank}.pt")
+    barrier()  # as the loop does after rank 0 writes: a peer leaving the group mid-write aborted rank 1 (SIGABRT)
     cleanup_distributed()
 
 
