@@ -1,4 +1,5 @@
-"""Pictures of cached teacher targets: the crop the teacher saw, its heatmaps, its joints and the ground truth.
+"""Pictures of poses: cached teacher targets (the crop the teacher saw, its heatmaps, its joints and the ground
+truth) and predictions on whole pictures (``render_poses``: boxes, left/right limbs, per-joint confidence).
 
 ``render_cache`` writes one PNG per chosen sample and an ``index.html`` that shows them under the cache's
 statistics. Each picture re-makes the input crop from the record (same crop matrix as inference), lays the
@@ -17,11 +18,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from models.joints import get_joint_set
+from models.joints import JointSet, get_joint_set
 from pipeline.data.crops import crop_record
 from pipeline.data.folders import WHOLE_IMAGE
 from pipeline.data.images import ImageDecodeError
 from pipeline.geometry import BOX_PADDING, apply_affine, scale_matrix, warp_image
+from pipeline.metrics.coco import VIS_THRESHOLD
 from pipeline.records import PIXEL_STD, SampleRecord
 from pipeline.teacher.records import cached_record
 from storage.cache import TeacherTargetCache, TeacherTargetDataset
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 TEACHER_COLOUR = (0, 229, 255)
 TRUTH_COLOUR = (255, 64, 160)
 BOX_COLOUR = (255, 200, 40)
+SIDE_COLOURS = {"left": (255, 140, 0), "right": (40, 160, 255), "centre": (60, 220, 90)}
+"""Limb colours of ``draw_pose`` by body side (the person's own left and right)."""
 MIN_WIDTH = 320
 """Pictures are enlarged by an integer factor to at least this width, so tiny 128-pixel crops stay legible."""
 LEGEND_HEIGHT = 34
@@ -116,6 +120,80 @@ def _skeleton(
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour, outline=(0, 0, 0))
 
 
+def joint_sides(joint_set: JointSet) -> list[str]:
+    """``"left"``, ``"right"`` or ``"centre"`` per joint, from its name (``l_hip`` / ``left_hip``...)."""
+    sides = []
+    for name in joint_set.names:
+        sides.append("left" if name.startswith(("l_", "left_")) else "right" if name.startswith(("r_", "right_"))
+                     else "centre")  # fmt: skip
+    return sides
+
+
+def draw_pose(
+    draw: ImageDraw.ImageDraw,
+    points: np.ndarray,
+    confidences: np.ndarray,
+    joint_set: JointSet,
+    radius: int,
+    vis_threshold: float = VIS_THRESHOLD,
+) -> None:
+    """One pose: limbs in the colour of their side, each joint filled by its confidence (``heat_colours``).
+
+    A joint below ``vis_threshold`` (HRNet's rescoring threshold: it does not count towards the pose score) is a
+    hollow ring and its limbs are not drawn.
+
+    Args:
+        draw: where to draw.
+        points: (K, 2) joint positions in the picture's pixels.
+        confidences: (K,) heatmap maxima.
+        joint_set: names and skeleton of the K joints.
+        radius: joint radius in pixels; limbs are ``radius - 1`` wide.
+        vis_threshold: lowest confidence drawn as a visible joint.
+    """
+    sides = joint_sides(joint_set)
+    shown = np.asarray(confidences) >= vis_threshold
+    for a, b in joint_set.skeleton:
+        if shown[a] and shown[b]:
+            side = sides[a] if sides[a] == sides[b] else "centre"
+            draw.line([tuple(points[a]), tuple(points[b])], fill=SIDE_COLOURS[side], width=max(1, radius - 1))
+    fills = heat_colours(np.asarray(confidences, dtype=np.float64))
+    for (x, y), ok, fill, side in zip(points, shown, fills, sides, strict=True):
+        ring = [x - radius, y - radius, x + radius, y + radius]
+        if ok:
+            draw.ellipse(ring, fill=tuple(int(c) for c in fill), outline=SIDE_COLOURS[side])
+        else:
+            draw.ellipse(ring, outline=tuple(int(c) for c in fill))
+
+
+def render_poses(
+    image: Image.Image,
+    poses: list[dict],
+    boxes: list[tuple[tuple[float, float, float, float], float]],
+    joint_set: JointSet,
+    out_path: Path,
+) -> None:
+    """Draw a picture's person boxes (``(x, y, w, h), score``; none for a whole picture) and poses (COCO result
+    dicts: ``keypoints`` x, y, confidence per joint, and ``score``) with a legend strip below; PNG."""
+    picture = image.convert("RGB")
+    radius = max(2, round(max(picture.size) / 250))
+    canvas = Image.new("RGB", (picture.width, picture.height + LEGEND_HEIGHT), (24, 24, 24))
+    canvas.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for (x, y, w, h), score in boxes:
+        draw.rectangle([x, y, x + w, y + h], outline=BOX_COLOUR, width=max(1, radius // 2))
+        draw.text((x + 3, y + 2), f"{score:.2f}", fill=BOX_COLOUR)
+    for pose in poses:
+        keypoints = np.asarray(pose["keypoints"], dtype=np.float64).reshape(-1, 3)
+        draw_pose(draw, keypoints[:, :2], keypoints[:, 2], joint_set, radius)
+    top, x = picture.height + 4, 6
+    for side, colour in SIDE_COLOURS.items():
+        draw.rectangle([x, top + 4, x + 12, top + 16], fill=colour)
+        draw.text((x + 16, top + 4), side, fill=(235, 235, 235))
+        x += 24 + int(draw.textlength(side))
+    _ramp(draw, x, top, f"joint confidence 0..1 (ring: < {VIS_THRESHOLD})")
+    canvas.save(out_path)
+
+
 def _detector_box(record: SampleRecord) -> np.ndarray | None:
     """The person box (two corners, image pixels) a detector gave an unlabeled record, before the crop's padding;
     None for labelled records and whole images."""
@@ -134,10 +212,14 @@ def _legend(draw: ImageDraw.ImageDraw, size: tuple[int, int], *, labelled: bool,
         draw.rectangle([x, top + 4, x + 12, top + 16], fill=colour)
         draw.text((x + 16, top + 4), label, fill=(235, 235, 235))
         x += 24 + int(draw.textlength(label))
-    ramp = heat_colours(np.linspace(0.0, 1.0, 60))
-    for j, colour in enumerate(ramp):
+    _ramp(draw, x, top, "heatmap max 0..1")
+
+
+def _ramp(draw: ImageDraw.ImageDraw, x: int, top: int, label: str) -> None:
+    """The ``heat_colours`` scale, 60 px wide, and its label."""
+    for j, colour in enumerate(heat_colours(np.linspace(0.0, 1.0, 60))):
         draw.line([(x + j, top + 4), (x + j, top + 16)], fill=tuple(int(c) for c in colour))
-    draw.text((x + 64, top + 4), "heatmap max 0..1", fill=(235, 235, 235))
+    draw.text((x + 64, top + 4), label, fill=(235, 235, 235))
 
 
 def choose_samples(data: TeacherTargetDataset, source: str | None, n: int) -> list[int]:

@@ -54,3 +54,23 @@ def write_photos(folder: Path, n: int, seed: int = 0) -> list[str]:
         pixels = rng.integers(0, 255, size=(96, 128, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"p{i:02d}.jpg", quality=90)
     return [f"p{i:02d}.jpg" for i in range(n)]
+
+
+@pytest.fixture(scope="session")
+def random_weights(tmp_path_factory: pytest.TempPathFactory):
+    """``random_weights(preset)``: a seeded, freshly initialised network of the preset saved as a weights file (the
+    layout ``fpd train`` writes), as a stand-in for a trained student where only the plumbing is tested."""
+    import torch
+
+    from models.presets import create_from_preset
+
+    folder = tmp_path_factory.mktemp("weights")
+
+    def make(preset: str) -> Path:
+        path = folder / f"{preset}.pt"
+        if not path.is_file():
+            torch.manual_seed(0)
+            torch.save(create_from_preset(preset).state_dict(), path)
+        return path
+
+    return make

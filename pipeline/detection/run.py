@@ -143,6 +143,38 @@ def default_batch_size(device: torch.device) -> int:
     return 8 if device.type == "cuda" else 1
 
 
+def open_detector(settings: DetectorSettings, device: torch.device) -> tuple[torch.nn.Module, str, Path]:
+    """The detector ``settings`` name (``auto`` resolved for ``device``), loaded strictly and moved there, with its
+    resolved name and weights file.
+
+    Raises:
+        pipeline.detection.weights.DetectorWeightsError: no weights file (the message says where to put it).
+    """
+    name = resolve_detector_name(settings.model, device.type)
+    weights = locate_detector_weights(name, settings.weights)
+    model = load_detector(name, weights, score_threshold=settings.score_threshold,
+                          nms_threshold=settings.nms_threshold, detections_per_image=max(100, settings.max_persons),
+                          min_size=settings.min_size, max_size=settings.max_size).to(device)  # fmt: skip
+    return model, name, weights
+
+
+def detector_precision(settings: DetectorSettings, device: torch.device) -> str:
+    """``"fp16"`` (autocast) on CUDA with ``amp``, else ``"fp32"``."""
+    return "fp16" if settings.amp and device.type == "cuda" else "fp32"
+
+
+def detect_persons(
+    model: torch.nn.Module, images: Sequence[torch.Tensor], settings: DetectorSettings, device: torch.device
+) -> list[tuple[tuple[Box, float], ...]]:
+    """The persons (``select_persons``) of each of ``images``: (3, H, W) uint8 RGB tensors of any sizes."""
+    fp16 = detector_precision(settings, device) == "fp16"
+    autocast = torch.autocast("cuda", dtype=torch.float16) if fp16 else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        outputs = model([image.to(device, non_blocking=True).float().div_(255) for image in images])
+    return [select_persons(output, score_threshold=settings.score_threshold, min_box_size=settings.min_box_size,
+                           max_persons=settings.max_persons) for output in outputs]  # fmt: skip
+
+
 def detector_identity(settings: DetectorSettings, name: str, weights: Path, model: torch.nn.Module,
                       precision: str) -> dict[str, object]:  # fmt: skip
     """The fields that decide the boxes: a store holds one identity's boxes, another identity re-detects."""
@@ -189,19 +221,14 @@ def detect_folders(
     listed = [(f, found) for f, found in listing.items() if found[0] or found[1]]  # an empty root is no folder
     if not listed:  # no detector needed, so none is loaded (no weights file asked for)
         return DetectionRun({}, tuple(results), round(time.perf_counter() - start, 2))
-    name = resolve_detector_name(settings.model, device.type)
-    weights = locate_detector_weights(name, settings.weights)
-    model = load_detector(name, weights, score_threshold=settings.score_threshold,
-                          nms_threshold=settings.nms_threshold, detections_per_image=max(100, settings.max_persons),
-                          min_size=settings.min_size, max_size=settings.max_size).to(device)  # fmt: skip
+    model, name, weights = open_detector(settings, device)
     on_cuda = device.type == "cuda"
-    precision = "fp16" if settings.amp and on_cuda else "fp32"
+    precision = detector_precision(settings, device)
     identity = detector_identity(settings, name, weights, model, precision)
     stores = [DetectionStore(store_root, f, identity) for f, _ in listed]
     items, reused = _missing(stores, [names for _, (names, _) in listed], shard_index, num_shards)
     failed = [list(skipped) for _, (_, skipped) in listed]
     detected = [0] * len(listed)
-    autocast = torch.autocast("cuda", dtype=torch.float16) if precision == "fp16" else contextlib.nullcontext()
     with contextlib.ExitStack() as stack:
         writers = [stack.enter_context(s.writer(shard_index=shard_index, num_shards=num_shards)) for s in stores]
         for batch in _batches(items, batch_size or default_batch_size(device), num_workers, on_cuda, progress):
@@ -212,13 +239,9 @@ def detect_folders(
                     failed[item.store].append((item.name, str(b["error"])))
             if not good:
                 continue
-            with torch.inference_mode(), autocast:
-                outputs = model([b["image"].to(device, non_blocking=True).float().div_(255) for b in good])
-            for b, output in zip(good, outputs, strict=True):
+            found = detect_persons(model, [b["image"] for b in good], settings, device)
+            for b, persons in zip(good, found, strict=True):
                 item = items[b["index"]]
-                persons = select_persons(output, score_threshold=settings.score_threshold,
-                                         min_box_size=settings.min_box_size,
-                                         max_persons=settings.max_persons)  # fmt: skip
                 size = (int(b["image"].shape[2]), int(b["image"].shape[1]))
                 writers[item.store].add([DetectedImage(item.name, b["state"], size, persons)])
                 detected[item.store] += 1

@@ -110,7 +110,7 @@ def keypoint_results(
     box_scores: np.ndarray,
     image_ids: Sequence[int],
     *,
-    nms_threshold: float = NMS_THRESHOLD,
+    nms_threshold: float | None = NMS_THRESHOLD,
     vis_threshold: float = VIS_THRESHOLD,
     sigmas: Sequence[float] = COCO_JOINTS.sigmas,
     category_id: int = 1,
@@ -127,7 +127,7 @@ def keypoint_results(
         scales: (N, 2) person box scales (units of 200 px).
         box_scores: (N,) person box scores (1 for ground-truth boxes).
         image_ids: (N,) COCO image ids.
-        nms_threshold: OKS-NMS threshold.
+        nms_threshold: OKS-NMS threshold; None keeps every pose (a joint set without OKS sigmas, e.g. MPII).
         vis_threshold: rescoring threshold on joint maxima.
         sigmas: per-keypoint OKS sigmas.
         category_id: COCO category of the results.
@@ -147,7 +147,8 @@ def keypoint_results(
     results = []
     for image_id, members in by_image.items():
         members_arr = np.asarray(members)
-        keep = oks_nms(keypoints[members_arr], scores[members_arr], areas[members_arr], nms_threshold, sigmas)
+        keep = (np.argsort(-scores[members_arr], kind="stable") if nms_threshold is None
+                else oks_nms(keypoints[members_arr], scores[members_arr], areas[members_arr], nms_threshold, sigmas))
         for i in members_arr[keep]:
             results.append(
                 {
