@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "pipeline.cli.infer_cmd",
     "pipeline.cli.cache_cmd",
     "pipeline.cli.train_cmd",
+    "pipeline.cli.predict_cmd",
 )
 
 
