@@ -38,6 +38,8 @@ SIDE_COLOURS = {"left": (255, 140, 0), "right": (40, 160, 255), "centre": (60, 2
 MIN_WIDTH = 320
 """Pictures are enlarged by an integer factor to at least this width, so tiny 128-pixel crops stay legible."""
 LEGEND_HEIGHT = 34
+POSE_PICTURE_WIDTH = 560
+"""``render_poses`` enlarges narrower pictures by an integer factor to at least this width (its legend's)."""
 
 
 @dataclass(frozen=True)
@@ -174,18 +176,22 @@ def render_poses(
 ) -> None:
     """Draw a picture's person boxes (``(x, y, w, h), score``; none for a whole picture) and poses (COCO result
     dicts: ``keypoints`` x, y, confidence per joint, and ``score``) with a legend strip below; PNG."""
-    picture = image.convert("RGB")
-    radius = max(2, round(max(picture.size) / 250))
-    canvas = Image.new("RGB", (picture.width, picture.height + LEGEND_HEIGHT), (24, 24, 24))
+    factor = max(1, -(-POSE_PICTURE_WIDTH // image.width))  # small pictures enlarged so the legend fits
+    size = (image.width * factor, image.height * factor)
+    picture = warp_image(image.convert("RGB"), scale_matrix(factor), size)
+    radius = max(2, round(max(size) / 250))
+    canvas = Image.new("RGB", (size[0], size[1] + LEGEND_HEIGHT), (24, 24, 24))
     canvas.paste(picture, (0, 0))
     draw = ImageDraw.Draw(canvas)
+    to_picture = scale_matrix(factor)
     for (x, y, w, h), score in boxes:
-        draw.rectangle([x, y, x + w, y + h], outline=BOX_COLOUR, width=max(1, radius // 2))
-        draw.text((x + 3, y + 2), f"{score:.2f}", fill=BOX_COLOUR)
+        corners = apply_affine(np.array([[x, y], [x + w, y + h]]), to_picture)
+        draw.rectangle([tuple(corners[0]), tuple(corners[1])], outline=BOX_COLOUR, width=max(1, radius // 2))
+        draw.text((corners[0][0] + 3, corners[0][1] + 2), f"{score:.2f}", fill=BOX_COLOUR)
     for pose in poses:
         keypoints = np.asarray(pose["keypoints"], dtype=np.float64).reshape(-1, 3)
-        draw_pose(draw, keypoints[:, :2], keypoints[:, 2], joint_set, radius)
-    top, x = picture.height + 4, 6
+        draw_pose(draw, apply_affine(keypoints[:, :2], to_picture), keypoints[:, 2], joint_set, radius)
+    top, x = size[1] + 4, 6
     for side, colour in SIDE_COLOURS.items():
         draw.rectangle([x, top + 4, x + 12, top + 16], fill=colour)
         draw.text((x + 16, top + 4), side, fill=(235, 235, 235))
