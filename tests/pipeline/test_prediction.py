@@ -15,7 +15,7 @@ from models.joints import MPII
 from pipeline.cli import main
 from pipeline.evaluation import evaluate_coco
 from pipeline.prediction import file_boxes, list_pictures, predict_pictures, whole_picture_boxes
-from pipeline.render import SIDE_COLOURS, draw_pose, joint_sides
+from pipeline.render import LEGEND_HEIGHT, POSE_PICTURE_WIDTH, SIDE_COLOURS, draw_pose, joint_sides
 from pipeline.runtime import load_model
 from tests.conftest import write_photos
 
@@ -66,7 +66,9 @@ def test_cli_writes_coco_results_pictures_and_skips_a_corrupt_file(coco, random_
     assert len(results.getAnnIds()) == summary["poses"] > 0
     for image in images:
         picture = Image.open(out / "render" / f"photos__{image['file_name'].split('/')[1]}.png")
-        assert picture.size[0] == image["width"] and picture.size[1] > image["height"]  # the legend strip below
+        factor = picture.size[0] // image["width"]  # narrow pictures are enlarged by a whole factor
+        assert picture.size[0] == factor * image["width"] >= POSE_PICTURE_WIDTH
+        assert picture.size[1] == factor * image["height"] + LEGEND_HEIGHT
     assert len(list((out / "render").iterdir())) == 4
 
 
