@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "pipeline.cli.cache_cmd",
     "pipeline.cli.train_cmd",
     "pipeline.cli.predict_cmd",
+    "pipeline.cli.export_cmd",
 )
 
 
