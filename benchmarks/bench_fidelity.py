@@ -69,23 +69,31 @@ def scenes(images: int, val_images: int) -> SyntheticConfig:
 def student_recipe(args: argparse.Namespace, root: Path, out: Path, arm: str, seed: int,
                    teacher: Path, caches: dict[str, Path], init: Path | None = None) -> dict:  # fmt: skip
     """The recipe of one student run: only the teacher-term keys differ between arms (``init``: start weights)."""
+    raw = ground_truth_recipe(args, args.student, root, out, args.epochs, args.milestones, augment=True, seed=seed,
+                              init=init)  # fmt: skip
+    raw |= {"teacher_preset": args.teacher, "teacher_checkpoint": str(teacher), "teacher_online": arm == "online"}
+    raw["loss"] = {"alpha": 0.0 if arm == "gt" else args.alpha}
+    if arm.startswith("cache"):
+        raw["data"]["teacher_cache"] = str(caches[arm])
+    return raw
+
+
+def ground_truth_recipe(args: argparse.Namespace, preset: str, root: Path, out: Path, epochs: int,
+                        milestones: Sequence[int], *, augment: bool, seed: int = 0,
+                        init: Path | None = None) -> dict:  # fmt: skip
+    """A ground-truth-only run (``alpha 0``, flip-test validation after the last epoch): teacher and init student."""
     raw = {
-        "student_preset": args.student,
-        "teacher_preset": args.teacher,
-        "teacher_checkpoint": str(teacher),
-        "teacher_online": arm == "online",
-        "data": {"labelled": [{"kind": "mpii", "root": str(root), "split": "train"}], "augment": True,
+        "student_preset": preset,
+        "data": {"labelled": [{"kind": "mpii", "root": str(root), "split": "train"}], "augment": augment,
                  "batch_size": args.batch_size, "workers": args.workers},
-        "optim": {"epochs": args.epochs, "lr": args.lr, "milestones": list(args.milestones)},
-        "loss": {"alpha": 0.0 if arm == "gt" else args.alpha},
-        "eval": {"dataset": "mpii", "root": str(root), "split": "valid", "every": args.epochs, "flip": True},
+        "optim": {"epochs": epochs, "lr": args.lr, "milestones": list(milestones)},
+        "loss": {"alpha": 0.0},
+        "eval": {"dataset": "mpii", "root": str(root), "split": "valid", "every": epochs, "flip": True},
         "output_dir": str(out),
         "device": "cpu",
         "seed": seed,
-        "progress": False,  # the benchmark prints its own table
+        "progress": False,
     }
-    if arm.startswith("cache"):
-        raw["data"]["teacher_cache"] = str(caches[arm])
     if init is not None:
         raw["student_init"] = str(init)
     return raw
@@ -97,48 +105,34 @@ def pretrain_student(args: argparse.Namespace, root: Path, out: Path, seed: int)
     It trains on plain crops (no augmentation), as the demo's ``gt_only`` does: on a CPU budget the tiny student
     learns faster so, and the arms' own epochs then bring in the augmentation.
     """
-    raw = {
-        "student_preset": args.student,
-        "data": {"labelled": [{"kind": "mpii", "root": str(root), "split": "train"}], "augment": False,
-                 "batch_size": args.batch_size, "workers": args.workers},
-        "optim": {"epochs": args.pretrain_epochs, "lr": args.lr, "milestones": []},
-        "loss": {"alpha": 0.0},
-        "eval": {"dataset": "mpii", "root": str(root), "split": "valid", "every": args.pretrain_epochs, "flip": True},
-        "output_dir": str(out),
-        "device": "cpu",
-        "seed": seed,
-        "progress": False,
-    }
+    raw = ground_truth_recipe(args, args.student, root, out, args.pretrain_epochs, [], augment=False, seed=seed)
     result = train(config_from_dict(raw), overwrite=True)
     return result.weights, result.metrics["Mean"]
 
 
 def train_teacher(args: argparse.Namespace, root: Path, work: Path) -> tuple[Path, float]:
-    """Train the teacher on ground truth (``alpha 0``) with the students' ``train``; its weights and flip-test PCKh.
+    """Train the teacher on ground truth with the students' ``train``; its weights and flip-test PCKh.
 
-    A teacher already trained in ``work`` (``teacher.json`` beside its weights) is reused.
-
-    It trains with the students' augmentation, as FPD's teacher did, so that it answers on augmented crops as a
-    real teacher would (a teacher trained on plain crops only would handicap the online arm on rotated ones).
+    Two phases, like the students' ground-truth init and then their arms, but longer, so that the teacher ends
+    clearly above every student: ``--teacher-pretrain-epochs`` on plain crops, then ``--teacher-epochs`` with the
+    students' augmentation, as FPD's teacher was trained, so that it answers on augmented crops as a real teacher
+    would (a teacher trained on plain crops only would handicap the online arm on rotated ones). A teacher already
+    trained in ``work`` with the same setting (``teacher.json``) is reused.
     """
-    raw = {
-        "student_preset": args.teacher,
-        "data": {"labelled": [{"kind": "mpii", "root": str(root), "split": "train"}], "augment": True,
-                 "batch_size": args.batch_size, "workers": args.workers},
-        "optim": {"epochs": args.teacher_epochs, "lr": args.lr, "milestones": list(args.teacher_milestones)},
-        "loss": {"alpha": 0.0},
-        "eval": {"dataset": "mpii", "root": str(root), "split": "valid", "every": args.teacher_epochs},
-        "output_dir": str(work / "teacher"),
-        "device": "cpu",
-        "progress": False,
-    }
+    plain = ground_truth_recipe(args, args.teacher, root, work / "teacher_plain", args.teacher_pretrain_epochs, [],
+                                augment=False)  # fmt: skip
+    raw = ground_truth_recipe(args, args.teacher, root, work / "teacher", args.teacher_epochs,
+                              args.teacher_milestones, augment=True,
+                              init=work / "teacher_plain" / "weights.pt")  # fmt: skip
     record = work / "teacher.json"
     if record.is_file():
         saved = json.loads(record.read_text())
-        if saved["setting"] == raw and Path(saved["weights"]).is_file():
+        if saved["setting"] == [plain, raw] and Path(saved["weights"]).is_file():
             return Path(saved["weights"]), saved["pckh"]
+    train(config_from_dict(plain), overwrite=True)
     result = train(config_from_dict(raw), overwrite=True)
-    record.write_text(json.dumps({"setting": raw, "weights": str(result.weights), "pckh": result.metrics["Mean"]}))
+    record.write_text(json.dumps({"setting": [plain, raw], "weights": str(result.weights),
+                                  "pckh": result.metrics["Mean"]}))  # fmt: skip
     return result.weights, result.metrics["Mean"]
 
 
@@ -198,7 +192,8 @@ def format_table(result: dict) -> str:
     summary, setting = result["summary"], result["setting"]
     lines = [
         f"student {setting['student']}, teacher {setting['teacher']} (flip-test PCKh@0.5 "
-        f"{result['teacher']['pckh']:.2f} after {setting['teacher_epochs']} epochs); {result['train_persons']} "
+        f"{result['teacher']['pckh']:.2f} after {setting['teacher_pretrain_epochs']} + {setting['teacher_epochs']} "
+        f"epochs); {result['train_persons']} "
         f"training persons, {setting['epochs']} epochs, batch {setting['batch_size']}, MPII augmentation, "
         f"alpha {setting['alpha']}; seeds {setting['seeds']}; students scored with flip test",
         f"{'arm':<40}{'PCKh@0.5 mean':>14}{'std':>7}{'min':>7}{'max':>7}{'s/run':>7}   per seed",
@@ -238,7 +233,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--pretrain-epochs", type=int, default=6, help="epochs of the ground-truth init student")
     parser.add_argument("--epochs", type=int, default=8, help="student epochs")
     parser.add_argument("--milestones", type=int, nargs="*", default=[6], help="student lr x0.1 at these epochs")
-    parser.add_argument("--teacher-epochs", type=int, default=12)
+    parser.add_argument("--teacher-pretrain-epochs", type=int, default=6, help="teacher epochs on plain crops")
+    parser.add_argument("--teacher-epochs", type=int, default=12, help="then teacher epochs with augmentation")
     parser.add_argument("--teacher-milestones", type=int, nargs="*", default=[10])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)

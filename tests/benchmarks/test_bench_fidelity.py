@@ -12,7 +12,8 @@ import pytest
 from benchmarks.bench_fidelity import ARMS, DEFAULT_ARMS, main, parse_args, student_recipe, summarize
 
 SMALLEST = ["--images", "8", "--val-images", "4", "--epochs", "1", "--milestones", "--teacher-epochs", "1",
-            "--teacher-milestones", "--pretrain-epochs", "1", "--seeds", "1"]  # fmt: skip
+            "--teacher-milestones", "--teacher-pretrain-epochs", "1", "--pretrain-epochs", "1",
+            "--seeds", "1"]  # fmt: skip
 
 
 def test_smallest_setting_runs_and_reports_every_arm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,3 +16,14 @@ def test_forkserver_only_when_other_threads_run() -> None:
         thread.join()
     if threading.active_count() == 1:  # pytest plugins may keep threads of their own
         assert worker_start_method(2) is None
+
+
+def test_tqdm_monitor_thread_does_not_switch_to_forkserver() -> None:
+    from tqdm import tqdm
+
+    with tqdm(total=2, disable=True) as bar:  # starts tqdm's monitor thread, which outlives the bar
+        bar.update(1)
+    assert tqdm.monitor is not None and tqdm.monitor.is_alive()
+    others = [t for t in threading.enumerate() if t not in (threading.main_thread(), tqdm.monitor)]
+    if not others:  # pytest plugins may keep threads of their own
+        assert worker_start_method(2) is None
