@@ -11,11 +11,12 @@ from pipeline.data.folders import unlabeled_folders
 from pipeline.detection.run import DetectionRun, detect_folders
 from pipeline.detection.settings import DetectorSettings
 from pipeline.runtime import resolve_device, set_torch_threads
+from tasks.policy import retry_unless_permanent
 
 
 # The store, not Prefect's result cache, says what is done: a retry detects only the images not yet committed.
 @task(name="detect-persons", task_run_name="detect persons with {settings.model}", retries=2, retry_delay_seconds=10,
-      cache_policy=NO_CACHE, tags=["detection"])  # fmt: skip
+      cache_policy=NO_CACHE, retry_condition_fn=retry_unless_permanent, tags=["detection"])  # fmt: skip
 def detect_persons(
     unlabeled_roots: Sequence[str],
     store_dir: str,

@@ -11,11 +11,12 @@ from models.presets import get_preset
 from pipeline.data.sources import SourceSpec
 from pipeline.teacher.discovery import Discovery, discover
 from pipeline.teacher.inference import open_teacher_cache
+from tasks.policy import retry_unless_permanent
 
 
 # Never cached: a folder dropped in since the last run must be seen, so discovery always looks at the disk.
 @task(name="discover-sources", task_run_name="discover sources for {teacher_preset}", retries=2,
-      retry_delay_seconds=5, cache_policy=NO_CACHE)  # fmt: skip
+      retry_delay_seconds=5, cache_policy=NO_CACHE, retry_condition_fn=retry_unless_permanent)  # fmt: skip
 def discover_sources(
     specs: Sequence[SourceSpec],
     unlabeled_roots: Sequence[str],

@@ -8,10 +8,11 @@ from prefect.cache_policies import NO_CACHE
 from pipeline.evaluation import Dataset, evaluate_weights
 from pipeline.reporting import metrics_row
 from pipeline.runtime import resolve_device
+from tasks.policy import retry_unless_permanent
 
 
 @task(name="evaluate", task_run_name="score {label} on {dataset}", retries=1, retry_delay_seconds=5,
-      cache_policy=NO_CACHE)  # fmt: skip
+      cache_policy=NO_CACHE, retry_condition_fn=retry_unless_permanent)  # fmt: skip
 def score_model(
     label: str,
     preset: str,

@@ -14,9 +14,11 @@ from pipeline.reporting import write_cache_report, write_metrics
 from pipeline.students import StudentResult
 from pipeline.teacher.discovery import Discovery
 from pipeline.teacher.shards import ShardReport
+from tasks.policy import retry_unless_permanent
 
 
-@task(name="publish-metrics", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="publish-metrics", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
+      retry_condition_fn=retry_unless_permanent)  # fmt: skip
 def publish_metrics(output_dir: str, rows: list[dict[str, object]]) -> str:
     """Write ``metrics.json`` to the output folder and show the rows (one per model and dataset) as a table."""
     path = write_metrics(output_dir, rows)
@@ -24,7 +26,8 @@ def publish_metrics(output_dir: str, rows: list[dict[str, object]]) -> str:
     return str(path)
 
 
-@task(name="publish-cache-report", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="publish-cache-report", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
+      retry_condition_fn=retry_unless_permanent)  # fmt: skip
 def publish_cache_report(
     output_dir: str,
     cache_dir: str,

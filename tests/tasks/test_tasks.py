@@ -18,6 +18,7 @@ import tasks.reporting
 import tasks.training
 from pipeline.teacher.shards import ShardJob, ShardReport
 from storage.jsonfiles import write_json
+from tasks.policy import retry_unless_permanent
 
 MODULES = (tasks.detection, tasks.discovery, tasks.inference, tasks.training, tasks.evaluation, tasks.reporting)
 ALL_TASKS = [obj for module in MODULES for obj in vars(module).values() if isinstance(obj, Task)]
@@ -104,3 +105,8 @@ def test_remote_shard_fails_when_its_flow_run_did_not_complete(monkeypatch: pyte
     assert report.new == 4 and launched[0] == asdict(_job(tmp_path))  # the flow run gets the job's fields
     with pytest.raises(RuntimeError, match="shard 1/2"):
         tasks.inference.infer_shard_remote.fn(_job(tmp_path, 1), "teacher-inference/shard")
+
+
+@pytest.mark.parametrize("task", ALL_TASKS, ids=lambda t: t.name)
+def test_permanent_errors_are_not_retried(task: Task) -> None:
+    assert task.retry_condition_fn is retry_unless_permanent
