@@ -33,6 +33,7 @@ from flows.params import (
     StudentParams,
     TeacherParams,
 )
+from flows.run_logs import forward_pipeline_logs
 from pipeline.students import StudentResult, check_teacher_and_student, run_variants, variant_config, variant_init
 from pipeline.teacher.discovery import Discovery
 from pipeline.teacher.shards import ShardReport
@@ -79,6 +80,7 @@ def distill_flow(
 def run_distillation(params: DistillParams) -> dict[str, object]:
     """The body of ``distill-flow`` (must run inside a flow run: it calls tasks and creates artifacts)."""
     logger = get_run_logger()
+    forward_pipeline_logs()
     # Fail before any work when the teacher, the student and the data disagree on the joints.
     check_teacher_and_student(params.teacher.preset, params.student.preset, [s.dataset for s in params.labelled])
     student = params.student

@@ -11,6 +11,7 @@ from dataclasses import asdict
 
 from prefect import flow
 
+from flows.run_logs import forward_pipeline_logs
 from pipeline.teacher.shards import ShardJob
 from tasks.inference import infer_shard_here
 
@@ -30,6 +31,7 @@ def teacher_inference_flow(
     draft_decode: bool = False,
 ) -> dict[str, object]:
     """Infer shard ``shard_index`` of ``num_shards`` of the plan at ``plan_path`` into ``cache_dir``."""
+    forward_pipeline_logs()
     job = ShardJob(
         teacher_preset=teacher_preset, teacher_checkpoint=teacher_checkpoint, cache_dir=cache_dir,
         plan_path=plan_path, shard_index=shard_index, num_shards=num_shards, batch_size=batch_size, device=device,

@@ -250,7 +250,10 @@ def train(config: TrainConfig, *, overwrite: bool = False) -> TrainResult:
             state = load_training_state(checkpoint_path, model=model_without_ddp, optimizer=optimizer,
                                         scheduler=scheduler, scaler=precision.scaler)
             start_epoch, best_metric, best_epoch = state.start_epoch, state.best_metric, state.best_epoch
-            logger.info("resuming %s at epoch %d", checkpoint_path, start_epoch)
+            if start_epoch >= config.optim.epochs:
+                logger.info("%s: all %d epochs already trained, its weights are reused", out, config.optim.epochs)
+            else:
+                logger.info("resuming %s at epoch %d", checkpoint_path, start_epoch)
             changed = changed_keys(state.config, config_to_dict(config))
             if changed:
                 logger.warning("resuming with a recipe that differs from the checkpoint's in: %s", ", ".join(changed))
@@ -303,8 +306,9 @@ def train(config: TrainConfig, *, overwrite: bool = False) -> TrainResult:
                     scaler=precision.scaler, epochs_done=epoch + 1, best_metric=best_metric, best_epoch=best_epoch,
                     config=config_to_dict(config), metrics=epoch_metrics,
                 )
-                logger.info("epoch %d loss %.6f %.1f s %.1f samples/s%s", epoch, record["loss"], seconds,
-                            record["samples_per_s"], f" {epoch_metrics}" if epoch_metrics else "")
+                logger.info("epoch %d/%d loss %.6f lr %.3g %.1f s %.1f samples/s%s", epoch + 1, config.optim.epochs,
+                            record["loss"], record["lr"], seconds, record["samples_per_s"],
+                            f" {epoch_metrics}" if epoch_metrics else "")  # fmt: skip
             barrier()
 
         weights_path = out / WEIGHTS_NAME

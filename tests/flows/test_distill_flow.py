@@ -129,7 +129,11 @@ def test_distill_flow_fills_cache_trains_scores_and_reruns_incrementally(
     assert "index.html" in str(artifacts["teacher-cache-report"].data)
     assert artifacts["distill-progress"].type == "progress"
     assert float(artifacts["distill-progress"].data) == pytest.approx(100.0)
-    assert any("folder/folder_a (new folder): 4 images" in m for m in _log_messages(run_id))
+    messages = _log_messages(run_id)
+    assert any("folder/folder_a (new folder): 4 images" in m for m in messages)
+    # The stages' own lines reach the run's logs: each epoch's loss and lr, each model's scores.
+    assert any(m.startswith("epoch 1/1 loss ") and " lr " in m and "samples/s" in m for m in messages)
+    assert any(m.startswith("student fpd on mpii/valid: ") and "Mean " in m for m in messages)
 
     # A folder dropped in: only its images are inferred; the student without unlabeled data is not retrained.
     add_folder(tmp_path / "unlabeled", "folder_b", 3)
@@ -139,7 +143,9 @@ def test_distill_flow_fills_cache_trains_scores_and_reruns_incrementally(
     by_source = {s["source"]: s for s in json.loads((tmp_path / "out" / "run.json").read_text())["sources"]}
     assert by_source["folder/folder_b"]["new_folder"] and by_source["folder/folder_b"]["new_images"] == 3
     assert by_source["mpii/train"]["new_samples"] == by_source["folder/folder_a"]["new_samples"] == 0
-    assert any("folder/folder_b (new folder): 3 images" in m for m in _log_messages(second_id))
+    messages = _log_messages(second_id)
+    assert any("folder/folder_b (new folder): 3 images" in m for m in messages)
+    assert any("all 1 epochs already trained, its weights are reused" in m for m in messages)  # gt_only
     assert second["students"]["gt_only"] == result["students"]["gt_only"]
     assert _epochs_trained(second["students"]["gt_only"]) == 1
     assert second["students"]["fpd"] != result["students"]["fpd"]
