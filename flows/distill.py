@@ -41,7 +41,7 @@ from tasks.detection import detect_persons
 from tasks.discovery import discover_sources
 from tasks.evaluation import score_model
 from tasks.inference import infer_shard, infer_shard_remote
-from tasks.reporting import publish_cache_report, publish_metrics
+from tasks.reporting import publish_cache_report, publish_metrics, publish_pictures
 from tasks.training import train_student
 
 
@@ -123,6 +123,7 @@ def run_distillation(params: DistillParams) -> dict[str, object]:
     update_progress_artifact(progress, 100.0 * (steps - 1) / steps)
 
     metrics_path = publish_metrics(params.output_dir, rows)
+    publish_pictures(params.output_dir, rows, list(trained.values()))
     report_path = publish_cache_report(params.output_dir, params.cache_dir, discovery, shards, params.render_overlays,
                                        list(trained.values()), detection)  # fmt: skip
     update_progress_artifact(progress, 100.0)

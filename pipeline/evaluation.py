@@ -269,5 +269,8 @@ def evaluate_weights(
 ) -> dict[str, float]:
     """:func:`evaluate_model` of a preset's network with ``weights`` loaded strictly (flip test on)."""
     spec, model = load_model(preset, weights)
-    return evaluate_model(model, spec, dataset, root, split, detections=detections,
-                          batch_size=batch_size, device=device, num_workers=num_workers)  # fmt: skip
+    metrics = evaluate_model(model, spec, dataset, root, split, detections=detections,
+                             batch_size=batch_size, device=device, num_workers=num_workers)  # fmt: skip
+    logger.info("%s (%s) on %s/%s: %s", weights, preset, dataset, split,
+                ", ".join(f"{key} {value:.4g}" for key, value in metrics.items()))  # fmt: skip
+    return metrics

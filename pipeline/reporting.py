@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from pipeline.charts import comparison_chart, training_curves
 from pipeline.detection.run import DetectionRun
 from pipeline.render import render_cache
 from pipeline.teacher.discovery import Discovery
@@ -163,3 +166,32 @@ def write_cache_report(
     with atomic_write(path, "w") as handle:
         handle.write(markdown)
     return path, markdown
+
+
+def write_pictures(
+    output_dir: str | Path, rows: Sequence[Mapping[str, object]], students: Sequence[Mapping[str, object]]
+) -> tuple[list[Path], str]:
+    """``<output_dir>/comparison.png`` (the metric rows as bars) and ``curves.png`` in each student's folder (from
+    its ``log.jsonl``); the pictures' paths and a markdown page showing them inline (base64 PNGs, so that the
+    Prefect UI shows them without serving files).
+
+    Args:
+        output_dir: the run's output folder.
+        rows: the metric rows (``metrics_row``).
+        students: one dict per trained student with ``variant``, ``preset`` and ``output_dir``.
+    """
+    pictures = [("teacher and students", comparison_chart(rows, Path(output_dir) / "comparison.png",
+                                                          title=f"{Path(output_dir).name}: flip-test evaluation"))]
+    for student in students:
+        log_path = Path(str(student["output_dir"])) / "log.jsonl"
+        if not log_path.is_file():  # trained elsewhere (torchrun left no log here): nothing to draw
+            continue
+        log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+        if log:
+            title = f"student {student['variant']} ({student['preset']})"
+            pictures.append((title, training_curves(log, log_path.with_name("curves.png"), title=title)))
+    sections = []
+    for title, path in pictures:
+        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+        sections.append(f"### {title}\n\n`{path}`\n\n![{title}](data:image/png;base64,{encoded})")
+    return [path for _, path in pictures], "\n\n".join(sections) + "\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.evaluation import Dataset, evaluate_weights
@@ -30,6 +30,4 @@ def score_model(
     (``init``: where the model's training started, or ``-``)."""
     metrics = evaluate_weights(preset, weights, dataset, root, split, detections=detections, batch_size=batch_size,
                                device=resolve_device(device))  # fmt: skip
-    get_run_logger().info("%s on %s/%s: %s", label, dataset, split,
-                          ", ".join(f"{key} {value:.4g}" for key, value in metrics.items()))  # fmt: skip
     return metrics_row(label, preset, dataset, metrics, init=init)

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.detection.run import DetectionRun
-from pipeline.reporting import write_cache_report, write_metrics
+from pipeline.reporting import write_cache_report, write_metrics, write_pictures
 from pipeline.students import StudentResult
 from pipeline.teacher.discovery import Discovery
 from pipeline.teacher.shards import ShardReport
@@ -24,6 +24,16 @@ def publish_metrics(output_dir: str, rows: list[dict[str, object]]) -> str:
     path = write_metrics(output_dir, rows)
     create_table_artifact(table=rows, key="distill-metrics", description=f"Teacher and students ({path})")
     return str(path)
+
+
+@task(name="publish-pictures", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
+      retry_condition_fn=retry_unless_permanent)  # fmt: skip
+def publish_pictures(output_dir: str, rows: list[dict[str, object]], students: Sequence[StudentResult]) -> list[str]:
+    """Draw the comparison and each student's training curves as PNGs; show them as one markdown artifact."""
+    paths, markdown = write_pictures(output_dir, rows, [asdict(s) for s in students])
+    create_markdown_artifact(markdown=markdown, key="distill-pictures",
+                             description=f"Training curves and comparison ({len(paths)} PNGs)")  # fmt: skip
+    return [str(p) for p in paths]
 
 
 @task(name="publish-cache-report", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,

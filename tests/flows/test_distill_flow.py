@@ -127,13 +127,21 @@ def test_distill_flow_fills_cache_trains_scores_and_reruns_incrementally(
     assert artifacts["teacher-cache-report"].type == "markdown"
     assert "folder/folder_a (new folder)" in str(artifacts["teacher-cache-report"].data)
     assert "index.html" in str(artifacts["teacher-cache-report"].data)
+    # Pictures: the comparison and each student's curves, as PNGs in the run and inline in one artifact.
+    pictures = [tmp_path / "out" / "comparison.png"] + [Path(w).with_name("curves.png")
+                                                        for w in result["students"].values()]  # fmt: skip
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pictures)
+    markdown = str(artifacts["distill-pictures"].data)
+    assert artifacts["distill-pictures"].type == "markdown"
+    assert markdown.count("](data:image/png;base64,") == 3 and all(str(p) in markdown for p in pictures)
     assert artifacts["distill-progress"].type == "progress"
     assert float(artifacts["distill-progress"].data) == pytest.approx(100.0)
     messages = _log_messages(run_id)
     assert any("folder/folder_a (new folder): 4 images" in m for m in messages)
     # The stages' own lines reach the run's logs: each epoch's loss and lr, each model's scores.
     assert any(m.startswith("epoch 1/1 loss ") and " lr " in m and "samples/s" in m for m in messages)
-    assert any(m.startswith("student fpd on mpii/valid: ") and "Mean " in m for m in messages)
+    assert any(m.startswith(f"{result['students']['fpd']} (tiny_student_mpii) on mpii/") and "Mean " in m
+               for m in messages)  # fmt: skip
 
     # A folder dropped in: only its images are inferred; the student without unlabeled data is not retrained.
     add_folder(tmp_path / "unlabeled", "folder_b", 3)

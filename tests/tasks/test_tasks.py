@@ -33,7 +33,8 @@ def test_every_task_module_is_found() -> None:
     names = {t.name for t in ALL_TASKS}
     assert names == {
         "detect-persons", "discover-sources", "teacher-inference-shard", "teacher-inference-remote",
-        "teacher-inference-here", "train-student", "evaluate", "publish-metrics", "publish-cache-report",
+        "teacher-inference-here", "train-student", "evaluate", "publish-metrics", "publish-pictures",
+        "publish-cache-report",
     }  # fmt: skip
 
 
