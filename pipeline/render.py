@@ -228,8 +228,9 @@ def _ramp(draw: ImageDraw.ImageDraw, x: int, top: int, label: str) -> None:
     draw.text((x + 64, top + 4), label, fill=(235, 235, 235))
 
 
-def choose_samples(data: TeacherTargetDataset, source: str | None, n: int) -> list[int]:
-    """``n`` samples spread evenly over the cache (or over one source), in dataset order.
+def choose_samples(data: TeacherTargetDataset, source: str | None, n: int, *, lowest: bool = False) -> list[int]:
+    """``n`` samples of the cache (or of one source): spread evenly in dataset order, or with ``lowest`` the ``n``
+    the teacher is least sure of (lowest mean over joints of the heatmap maxima), weakest first.
 
     Raises:
         ValueError: ``source`` is not a source of the cache (the message lists those it has).
@@ -239,13 +240,18 @@ def choose_samples(data: TeacherTargetDataset, source: str | None, n: int) -> li
     if source is not None and not len(candidates):
         raise ValueError(f"the cache has no samples of source {source!r}; its sources: "
                          f"{', '.join(sorted(set(map(str, sources)))) or 'none'}")  # fmt: skip
+    if lowest:
+        confidence = data.index.numeric["maxvals"].reshape(len(data), -1).mean(axis=1)
+        return candidates[np.argsort(confidence[candidates], kind="stable")[:n]].tolist()
     if len(candidates) <= n:
         return candidates.tolist()
     return candidates[np.linspace(0, len(candidates) - 1, n).round().astype(int)].tolist()
 
 
-def render_cache(cache_path: str | Path, out_dir: str | Path, *, source: str | None = None, n: int = 16) -> Path:
-    """Write ``n`` sample pictures and ``index.html`` to ``out_dir``; returns the index path.
+def render_cache(
+    cache_path: str | Path, out_dir: str | Path, *, source: str | None = None, n: int = 16, lowest: bool = False
+) -> Path:
+    """Write ``n`` sample pictures (``choose_samples``) and ``index.html`` to ``out_dir``; returns the index path.
 
     Samples whose image cannot be read any more are listed in the index instead of drawn.
     """
@@ -255,7 +261,7 @@ def render_cache(cache_path: str | Path, out_dir: str | Path, *, source: str | N
     data = cache.dataset()
     rendered: list[RenderedSample] = []
     unreadable: list[str] = []
-    for k, i in enumerate(choose_samples(data, source, n)):
+    for k, i in enumerate(choose_samples(data, source, n, lowest=lowest)):
         record = cached_record(data.index, i)
         name = f"{k:03d}_{_slug(record.source)}_{_slug(Path(record.image).stem)}_{_slug(record.instance_id)}.png"
         try:

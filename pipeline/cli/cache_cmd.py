@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("path", type=Path, help="cache folder")
     render.add_argument("--out", type=Path, required=True, help="output folder")
     render.add_argument("--source", help="only this source (e.g. mpii/valid)")
-    render.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
+    render.add_argument("--n", type=int, default=16, help="number of samples, spread over the cache (default 16)")
+    render.add_argument("--lowest", type=int, metavar="N", help="instead: the N samples the teacher is least sure of "
+                        "(lowest mean per-joint heatmap maximum), weakest first")  # fmt: skip
     render.set_defaults(func=_render)
 
     verify = sub.add_parser("verify", help="check every shard (checksums, attributes, shapes); read-only")
@@ -101,7 +103,8 @@ def _render(args: argparse.Namespace) -> int:
     from pipeline.render import render_cache
 
     _open(args.path)
-    index = render_cache(args.path, args.out, source=args.source, n=args.n)
+    lowest = args.lowest is not None
+    index = render_cache(args.path, args.out, source=args.source, n=args.lowest if lowest else args.n, lowest=lowest)
     print(f"wrote {index} and its pictures")
     return 0
 

@@ -87,6 +87,19 @@ def test_render_writes_overlays_and_index(real_cache: Path, tmp_path: Path) -> N
     assert all(p.name in index for p in pictures) and first_mpii.image in index and "r_ankle" in index
 
 
+def test_render_lowest_draws_the_teachers_weakest_samples_first(
+    real_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["cache", "inspect", str(real_cache), "--json", "--lowest", "2"]) == 0
+    weakest = [(low["source"], Path(low["image"]).stem) for low in json.loads(capsys.readouterr().out)
+               ["lowest_confidence"]]  # fmt: skip
+    assert main(["cache", "render", str(real_cache), "--out", str(tmp_path), "--lowest", "2"]) == 0
+    drawn = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert len(drawn) == 2 == len(weakest)
+    for k, (name, (source, stem)) in enumerate(zip(drawn, weakest, strict=True)):
+        assert name.startswith(f"{k:03d}_{source.replace('/', '-')}_{stem}")
+
+
 def test_verify_cli(real_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["cache", "verify", str(real_cache)]) == 0
     assert "0 damaged" in capsys.readouterr().out
