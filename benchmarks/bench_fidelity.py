@@ -11,6 +11,8 @@ ground-truth checkpoint (``--init scratch``: from fresh weights):
 - ``gt``: ground truth alone (``alpha 0``), i.e. the ground-truth student trained on for as long as the others;
 - ``online``: FPD's way, the teacher on each augmented crop (single pass);
 - ``cache``: the flip-tested cache, warped to each crop;
+- ``cache_seen`` (optional): the same cache, the teacher term counted only on the pixels of the augmented crop
+  that the cached crop covers (``loss.teacher_seen_only``: no pull towards the zeros where nothing was inferred);
 - ``cache_single`` (optional): a cache filled without flip test, which isolates the warp from the flip test.
 
 Seed ``i`` is the same in every arm (initial weights, sample order, augmentation draws), and the arms alternate
@@ -49,6 +51,7 @@ ARMS = {
     "gt": "(a) ground truth alone",
     "online": "(b) online teacher, single pass (FPD)",
     "cache": "(c) cache, flip test, warped",
+    "cache_seen": "(c) + teacher term where it saw",
     "cache_single": "(c') cache, single pass, warped",
 }
 """Arm name -> table label, in table order."""
@@ -66,6 +69,11 @@ def scenes(images: int, val_images: int) -> SyntheticConfig:
                            occluder_prob=0.1, clutter_shapes=(1, 4))  # fmt: skip
 
 
+def cache_name(arm: str) -> str:
+    """The cache an arm reads: ``cache_single`` its own (no flip test), the other cache arms the flip-tested one."""
+    return "cache_single" if arm == "cache_single" else "cache"
+
+
 def student_recipe(args: argparse.Namespace, root: Path, out: Path, arm: str, seed: int,
                    teacher: Path, caches: dict[str, Path], init: Path | None = None) -> dict:  # fmt: skip
     """The recipe of one student run: only the teacher-term keys differ between arms (``init``: start weights)."""
@@ -74,7 +82,9 @@ def student_recipe(args: argparse.Namespace, root: Path, out: Path, arm: str, se
     raw |= {"teacher_preset": args.teacher, "teacher_checkpoint": str(teacher), "teacher_online": arm == "online"}
     raw["loss"] = {"alpha": 0.0 if arm == "gt" else args.alpha}
     if arm.startswith("cache"):
-        raw["data"]["teacher_cache"] = str(caches[arm])
+        raw["data"]["teacher_cache"] = str(caches[cache_name(arm)])
+    if arm == "cache_seen":
+        raw["loss"]["teacher_seen_only"] = True
     return raw
 
 
@@ -267,8 +277,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     tic = time.perf_counter()
     teacher, teacher_pckh = train_teacher(args, root, work)
     teacher_seconds = time.perf_counter() - tic
-    caches = {arm: work / arm for arm in args.arms if arm.startswith("cache")}
-    fill = {arm: fill_cache(args, root, folder, teacher, flip=arm == "cache") for arm, folder in caches.items()}
+    caches = {cache_name(arm): work / cache_name(arm) for arm in args.arms if arm.startswith("cache")}
+    fill = {name: fill_cache(args, root, folder, teacher, flip=name == "cache") for name, folder in caches.items()}
     load.append(os.getloadavg()[0])
 
     runs, inits = [], []

@@ -135,7 +135,8 @@ def _speed_row(s: Setting, device: torch.device, work: Path) -> dict:
     mode = "bf16" if device.type == "cuda" else "channels_last"
     presets = {"teacher": get_preset(s.teacher), "student": get_preset(s.student)}
     threads = torch.get_num_threads()
-    forwards = {role: bench_speed.prepare(p, mode, device, threads, work) for role, p in presets.items()}
+    forwards = {role: bench_speed.prepare(bench_speed.realistic_weights(p, device), p, mode, device, threads, work)
+                for role, p in presets.items()}  # fmt: skip
     inputs = {role: torch.randn(s.speed_batch, 3, *p.input_hw, device=device) for role, p in presets.items()}
     rate = bench_speed.measure_pair(forwards, inputs, 3, 0.5 if device.type == "cuda" else 0.05, device)
     return {"check": "student vs teacher", "status": "ok", "mode": mode, "batch": s.speed_batch,

@@ -172,6 +172,7 @@ class LossConfig(_Section):
     confidence_weighting: StrictBool = False
     confidence_clip: tuple[Float, Float] = (0.0, 1.0)
     min_teacher_confidence: Float = 0.0
+    teacher_seen_only: StrictBool = False
 
 
 class EvalConfig(_Section):

@@ -201,11 +201,14 @@ class DistillDataset(Dataset):
 
         if self.teacher is None:
             sample["teacher"] = torch.zeros(k, hm_h, hm_w)
+            sample["teacher_seen"] = torch.ones(1, hm_h, hm_w)
         else:
-            sample["teacher"] = self._teacher_heatmaps(record, params, image.width)
+            sample["teacher"], sample["teacher_seen"] = self._teacher_heatmaps(record, params, image.width)
         return sample
 
-    def _teacher_heatmaps(self, record: SampleRecord, params: CropParams, image_width: int) -> Tensor:
+    def _teacher_heatmaps(self, record: SampleRecord, params: CropParams, image_width: int) -> tuple[Tensor, Tensor]:
+        """The cached heatmaps warped to the augmented crop, and (1, h, w) the share of each pixel that the cached
+        crop covers (1 inside, 0 where the augmentation zoomed out or rotated beyond what the teacher saw)."""
         cached = self.teacher(record)
         heatmaps = torch.from_numpy(np.ascontiguousarray(cached.heatmaps, dtype=np.float32))
         cached_size = (heatmaps.shape[-1], heatmaps.shape[-2])
@@ -216,9 +219,12 @@ class DistillDataset(Dataset):
             and not params.flip
         )
         if same_crop and cached_size == self.heatmap_size:
-            return heatmaps  # unaugmented: the cached array itself, bit-exact
+            # unaugmented: the cached array itself, bit-exact
+            return heatmaps, torch.ones(1, self.heatmap_size[1], self.heatmap_size[0])
         aug_matrix = crop_params_matrix(params, self.heatmap_size, image_width)
-        warped = warp_heatmaps(heatmaps, cached_to_augmented(cached, aug_matrix, cached_size), self.heatmap_size)
+        with_view = torch.cat([heatmaps, torch.ones_like(heatmaps[:1])])  # one warp for the maps and their view
+        warped = warp_heatmaps(with_view, cached_to_augmented(cached, aug_matrix, cached_size), self.heatmap_size)
+        warped, seen = warped[:-1], warped[-1:]
         # The matrix already mirrors the picture; the channels must follow (left wrist back on "left wrist").
-        return warped[self._flip_perm] if params.flip else warped
+        return (warped[self._flip_perm] if params.flip else warped), seen
 

@@ -154,15 +154,18 @@ def train_one_epoch(
         target_weight = batch["target_weight"].to(device, non_blocking=True)
         labelled = batch["labelled"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=precision.dtype or torch.float32, enabled=precision.dtype is not None):
+            seen = None  # the online teacher sees every pixel of the crop
             if teacher is not None:
                 with torch.no_grad():
                     teacher_heatmaps = final_heatmaps(teacher(images)).float()
             elif use_cached_teacher:
                 teacher_heatmaps = batch["teacher"].to(device, non_blocking=True)
+                if "teacher_seen" in batch:  # DistillDataset always sets it; hand-made batches may not
+                    seen = batch["teacher_seen"].to(device, non_blocking=True)
             else:
                 teacher_heatmaps = None
             output = model(images)
-            terms = criterion(output, teacher_heatmaps, target, target_weight, labelled)
+            terms = criterion(output, teacher_heatmaps, target, target_weight, labelled, seen)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms.total).backward()
         scaler.step(optimizer)  # skips the step on inf/NaN gradients when enabled
@@ -240,6 +243,7 @@ def train(config: TrainConfig, *, overwrite: bool = False) -> TrainResult:
             alpha=config.loss.alpha, use_ground_truth=config.loss.use_ground_truth,
             confidence_weighting=config.loss.confidence_weighting, confidence_clip=config.loss.confidence_clip,
             min_teacher_confidence=config.loss.min_teacher_confidence,
+            teacher_seen_only=config.loss.teacher_seen_only,
         )
         optimizer = build_optimizer(model_without_ddp, config.optim, recipe.lr)
         scheduler = build_scheduler(optimizer, config.optim)

@@ -45,6 +45,9 @@ class FPDLoss(nn.Module):
         confidence_clip: (low, high) clip of that weight; default (0, 1).
         min_teacher_confidence: drop unlabeled samples whose mean (over joints) teacher maximum is below this
             (default 0: keep everything). Labelled samples are never dropped.
+        teacher_seen_only: the teacher term counts only the pixels the teacher saw (``teacher_seen`` of the cached
+            targets): where the augmentation zoomed out or rotated beyond the cached crop, the warped map is zero
+            because nothing was inferred there, not because the teacher saw no joint.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class FPDLoss(nn.Module):
         confidence_weighting: bool = False,
         confidence_clip: tuple[float, float] = (0.0, 1.0),
         min_teacher_confidence: float = 0.0,
+        teacher_seen_only: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
@@ -63,6 +67,7 @@ class FPDLoss(nn.Module):
         self.confidence_weighting = confidence_weighting
         self.confidence_clip = confidence_clip
         self.min_teacher_confidence = min_teacher_confidence
+        self.teacher_seen_only = teacher_seen_only
 
     def forward(
         self,
@@ -71,6 +76,7 @@ class FPDLoss(nn.Module):
         target: Tensor,
         target_weight: Tensor,
         labelled: Tensor,
+        teacher_seen: Tensor | None = None,
     ) -> LossTerms:
         """Loss of the student output against teacher and ground-truth heatmaps.
 
@@ -80,6 +86,8 @@ class FPDLoss(nn.Module):
             target: ground-truth Gaussian heatmaps (N, K, H, W); ignored for unlabeled samples.
             target_weight: (N, K) ground-truth joint weights (0: missing, or its Gaussian window misses the heatmap).
             labelled: (N,) bool, which samples carry ground truth.
+            teacher_seen: (N, 1, H, W) share of each pixel inside the crop the teacher saw (cached targets), used
+                with ``teacher_seen_only``; None: everywhere.
 
         Returns:
             :class:`LossTerms` of scalar tensors.
@@ -104,6 +112,7 @@ class FPDLoss(nn.Module):
         alpha_i = torch.where(use_gt, self.alpha, 1.0) * has_teacher_term  # (N,) teacher-term factor
         gt_i = torch.where(use_gt, 1.0 - alpha_i, 0.0) if teacher is not None else use_gt.to(target.dtype)
         kept = keep.to(target.dtype)
+        seen = teacher_seen.to(target.dtype) if self.teacher_seen_only and teacher_seen is not None else None
         denominator = kept.sum().clamp(min=1.0)
 
         total = target.new_zeros(())
@@ -112,7 +121,8 @@ class FPDLoss(nn.Module):
         for stack in outputs:
             stack = stack.to(target.dtype)
             gt_term = _joints_mse(stack, target, gt_weight)  # (N,)
-            t_term = torch.zeros_like(gt_term) if teacher is None else _joints_mse(stack, teacher, teacher_weight)
+            t_term = (torch.zeros_like(gt_term) if teacher is None
+                      else _joints_mse(stack, teacher, teacher_weight, seen))  # fmt: skip
             per_sample = alpha_i * t_term + gt_i * gt_term
             total = total + (kept * per_sample).sum() / denominator
             teacher_sum = teacher_sum + (kept * t_term).sum() / denominator
@@ -121,7 +131,11 @@ class FPDLoss(nn.Module):
         return LossTerms(total, teacher_sum.detach(), gt_sum.detach())
 
 
-def _joints_mse(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
-    """Per-sample JointsMSE: ``0.5 * mean_k(w_k * mean_pixels((pred - target) ** 2))``, shape (N,)."""
-    squared = (pred - target).pow(2).mean(dim=(2, 3))  # (N, K)
+def _joints_mse(pred: Tensor, target: Tensor, weight: Tensor, pixel_weight: Tensor | None = None) -> Tensor:
+    """Per-sample JointsMSE: ``0.5 * mean_k(w_k * mean_pixels(p * (pred - target) ** 2))``, shape (N,); the pixel
+    weight ``p`` (N, 1, H, W) is 1 everywhere when None (HRNet's loss)."""
+    squared = (pred - target).pow(2)
+    if pixel_weight is not None:
+        squared = squared * pixel_weight
+    squared = squared.mean(dim=(2, 3))  # (N, K)
     return 0.5 * (weight * squared).mean(dim=1)

@@ -71,6 +71,8 @@ def test_arms_differ_only_in_the_teacher_term(tmp_path: Path) -> None:
     assert recipes["gt"]["loss"]["alpha"] == 0.0 and recipes["cache"]["loss"]["alpha"] == args.alpha > 0
     assert recipes["online"]["teacher_online"] and "teacher_cache" not in recipes["online"]["data"]
     assert recipes["cache_single"]["data"]["teacher_cache"] == str(caches["cache_single"])
+    assert recipes["cache_seen"]["data"]["teacher_cache"] == str(caches["cache"])  # the flip-tested cache
+    assert recipes["cache_seen"]["loss"]["teacher_seen_only"] and "teacher_seen_only" not in recipes["cache"]["loss"]
 
     def shared(raw: dict) -> dict:
         rest = {k: v for k, v in raw.items() if k not in ("teacher_online", "loss", "output_dir")}

@@ -30,7 +30,12 @@ def test_smoke_setting_times_every_mode_and_batch(tmp_path, capsys):
         assert row["speedup"] == pytest.approx(row["student_images_per_s"] / row["teacher_images_per_s"])
         assert row["gflop_ratio"] == pytest.approx(ratio) and ratio > 5  # 0.139 / 0.025 GFLOPs
         assert row["fraction_of_gflop_ratio"] == pytest.approx(row["speedup"] / ratio)
+    onnx_rows = [r for r in rows if r["mode"] == "onnxruntime"]
+    for role in ("teacher", "student"):  # the timed ONNX files compute what PyTorch computes
+        check = onnx_rows[0]["onnx_check"][role]
+        assert check["passed"] and check["joints_identical"] and check["max_abs_diff"] <= 1e-4
     table = capsys.readouterr().out
+    assert "ONNX files vs PyTorch (batch 1 and 4, tolerance 1e-4): tiny_teacher_mpii max |diff|" in table
     assert "tiny_teacher_mpii -> tiny_student_mpii" in table and "load (1-min average" in table
     assert table.count("onnxruntime") >= 2 and result["setting"]["threads"] == 1
 

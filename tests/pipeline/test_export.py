@@ -9,8 +9,9 @@ import json
 import pytest
 import torch
 
+from benchmarks.bench_speed import realistic_weights
 from models.joints import get_joint_set
-from models.presets import ModelPreset, create_from_preset, get_preset
+from models.presets import ModelPreset, get_preset
 from pipeline.cli import main
 from pipeline.codec import HeatmapCodec
 from pipeline.export import (
@@ -34,27 +35,10 @@ FAMILIES = {
 }
 
 
-def _trained_looking(preset: ModelPreset) -> torch.nn.Module:
-    """A seeded network with heatmaps of order 1 (untrained HRNet/ResNet heads output ~1e-8 everywhere, where any
-    graph would pass a 1e-4 check): convolutions re-initialised with He's rule, the output layer scaled to peaks."""
-    torch.manual_seed(0)
-    model = create_from_preset(preset).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
-                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        with torch.inference_mode():
-            scale = HeatmapNet(model)(torch.randn(2, 3, *preset.input_hw)).abs().max()
-        for module in model.modules():
-            if isinstance(module, torch.nn.Conv2d) and module.out_channels == preset.num_joints:
-                module.weight.div_(scale)  # heatmap maxima about 1, as a trained network's
-    return model
-
-
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_exports_of_each_family_match_pytorch_on_real_images(family, real_data, tmp_path):
     preset = FAMILIES[family]
-    model = _trained_looking(preset)
+    model = realistic_weights(preset)
     images = real_data / "coco" / "images" / "val2017"
     exported = export_model(model, preset, f"{tmp_path}/out/", ["onnx", "torchscript"], images)
 
@@ -85,7 +69,7 @@ def test_exports_of_each_family_match_pytorch_on_real_images(family, real_data, 
 
 def test_a_failed_check_writes_nothing_and_keeps_the_previous_export(real_data, tmp_path):
     preset = FAMILIES["hourglass"]
-    model = _trained_looking(preset)
+    model = realistic_weights(preset)
     images = real_data / "mpii" / "images"
     (old,) = export_model(model, preset, tmp_path, ["torchscript"], images)
     before = old.path.read_bytes(), old.sidecar.read_text()
@@ -100,7 +84,7 @@ def test_a_preset_whose_heatmap_size_is_not_the_output_is_refused(real_data, tmp
     preset = ModelPreset("resnet50_64x48", "resnet50", (), "coco", (48, 64), (12, 16), "BGR")  # 48 / 32 rounds up
     with pytest.raises(ExportError, match=r"outputs \(K, h, w\) = \(17, 16, 16\) from a 48x64 input, not the preset's "
                                           r"heatmap_size \(12, 16\)"):
-        export_model(_trained_looking(preset), preset, tmp_path, ["torchscript"], real_data / "mpii" / "images")
+        export_model(realistic_weights(preset), preset, tmp_path, ["torchscript"], real_data / "mpii" / "images")
     assert list(tmp_path.iterdir()) == []
 
 

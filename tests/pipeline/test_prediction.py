@@ -31,8 +31,23 @@ def coco(real_data):
     }
 
 
-def _by_pose(results: list[dict]) -> list[tuple]:
-    return sorted((r["image_id"], round(r["score"], 9), tuple(np.round(r["keypoints"], 6))) for r in results)
+def _same_poses(got: list[dict], want: list[dict]) -> bool:
+    """The same poses per image up to float noise, matched one to one by nearest keypoints: the two paths batch the
+    crops differently, a convolution's float32 result depends slightly on the batch shape (oneDNN picks its
+    algorithm by it), and near-equal scores may then swap places in a sorted list."""
+    if len(got) != len(want):
+        return False
+    left = list(want)
+    for pose in got:
+        same_image = [i for i, other in enumerate(left) if other["image_id"] == pose["image_id"]]
+        if not same_image:
+            return False
+        nearest = min(same_image, key=lambda i: np.abs(np.subtract(left[i]["keypoints"], pose["keypoints"])).max())
+        other = left.pop(nearest)
+        if abs(other["score"] - pose["score"]) > 1e-6 or not np.allclose(other["keypoints"], pose["keypoints"],
+                                                                           atol=1e-3):  # fmt: skip
+            return False
+    return True
 
 
 def test_predict_on_detection_boxes_equals_the_coco_evaluation(coco, random_weights, tmp_path):
@@ -42,7 +57,7 @@ def test_predict_on_detection_boxes_equals_the_coco_evaluation(coco, random_weig
     run = predict_pictures(model, preset, [coco["images"]], tmp_path / "out", file_boxes(coco["detections"]),
                            num_workers=0, render=False, progress=False)  # fmt: skip
     predicted = json.loads((tmp_path / "out" / "keypoints.json").read_text())
-    assert _by_pose(predicted) == _by_pose(json.loads((tmp_path / "eval.json").read_text()))
+    assert _same_poses(predicted, json.loads((tmp_path / "eval.json").read_text()))
     assert (run.pictures, run.persons, run.boxes) == (4, 118, "file") and run.poses == len(predicted)
 
 

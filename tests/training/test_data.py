@@ -118,6 +118,33 @@ def test_augmented_teacher_heatmaps_follow_the_ground_truth(person: SampleRecord
     assert checked > 20
 
 
+def test_teacher_seen_marks_the_part_of_the_augmented_crop_the_teacher_saw(person: SampleRecord) -> None:
+    assert torch.equal(_dataset(person, None)[0]["teacher_seen"], torch.ones(1, HEATMAP[1], HEATMAP[0]))
+    # Zoomed out and rotated: the augmented crop's corners lie outside the cached crop.
+    augment = AugmentConfig(scale_factor=0.3, rotation_factor=40.0, rotation_prob=1.0, flip_prob=0.0,
+                            half_body_prob=0.0)  # fmt: skip
+    dataset = _dataset(person, augment)
+    seen_somewhere_unseen = False
+    for epoch in range(4):
+        dataset.set_epoch(epoch)
+        item = dataset[0]
+        params = sample_crop(person, augment, np.random.default_rng([3, epoch, 0]), 120, MPII, INPUT)
+        # Where each augmented heatmap pixel comes from in the cached heatmap: inside [0, 32) or not.
+        aug = np.vstack([crop_matrix(params.center, params.scale, params.rotation, HEATMAP), [0, 0, 1]])
+        cached = np.vstack([crop_matrix(person.center, person.scale, 0.0, HEATMAP), [0, 0, 1]])
+        ys, xs = np.mgrid[0 : HEATMAP[1], 0 : HEATMAP[0]]
+        source = apply_affine(np.stack([xs.ravel(), ys.ravel()], axis=1).astype(float),
+                              (cached @ np.linalg.inv(aug))[:2]).reshape(HEATMAP[1], HEATMAP[0], 2)  # fmt: skip
+        inside = np.all((source > 0.5) & (source < np.array(HEATMAP) - 1.5), axis=2)
+        outside = np.any((source < -1.0) | (source > np.array(HEATMAP)), axis=2)
+        seen = item["teacher_seen"][0].numpy()
+        assert np.all(seen[inside] > 0.999) and np.all(seen[outside] == 0)
+        if outside.any():
+            assert item["teacher"][:, outside].abs().max() == 0  # the warped maps are zero there
+            seen_somewhere_unseen = True
+    assert seen_somewhere_unseen
+
+
 def test_augmentation_is_a_function_of_seed_epoch_and_index(person: SampleRecord) -> None:
     dataset = _dataset(person, AugmentConfig())
     first, again = dataset[0], dataset[0]

@@ -47,6 +47,20 @@ def test_without_teacher_trains_on_ground_truth_alone() -> None:
     assert loss(PRED, None, TARGET, WEIGHT, MIXED).total.item() == pytest.approx(1.25)
 
 
+def test_teacher_seen_only_drops_the_teacher_term_on_pixels_the_teacher_never_saw() -> None:
+    # The teacher saw sample 0's left pixel only, both of sample 1's: joint 0 of sample 0 keeps the error of its
+    # left pixel alone (mean over the 2 pixels 0.5 instead of 1; joint 1 has weight 0): T_0 = 0.5 * 0.5 / 2 = 0.125;
+    # T_1 = 0.75 as before.
+    seen = torch.tensor([[[[1.0, 0.0]]], [[[1.0, 1.0]]]])
+    terms = FPDLoss(alpha=0.5, teacher_seen_only=True)(PRED, TEACHER, TARGET, WEIGHT, BOTH, seen)
+    assert terms.teacher.item() == pytest.approx((0.125 + 0.75) / 2)
+    assert terms.ground_truth.item() == pytest.approx((1.25 + 1.5) / 2)  # the GT term is untouched
+    # Off (the default), or no view given: HRNet's loss over every pixel.
+    assert FPDLoss(alpha=0.5)(PRED, TEACHER, TARGET, WEIGHT, BOTH, seen).teacher.item() == pytest.approx(0.5)
+    assert FPDLoss(alpha=0.5, teacher_seen_only=True)(PRED, TEACHER, TARGET, WEIGHT, BOTH).teacher.item() == (
+        pytest.approx(0.5))  # fmt: skip
+
+
 def test_every_hourglass_stack_is_supervised() -> None:
     single = FPDLoss()(PRED, TEACHER, TARGET, WEIGHT, MIXED).total
     stacked = FPDLoss()([PRED, PRED + 0.0, PRED], TEACHER, TARGET, WEIGHT, MIXED).total
