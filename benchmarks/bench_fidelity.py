@@ -249,7 +249,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1, each run in every arm")
+    parser.add_argument("--seeds", type=int, default=3, help="N seeds, each run in every arm")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds FIRST..FIRST+N-1 (to add seeds to a run)")
     parser.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers per run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
@@ -282,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     load.append(os.getloadavg()[0])
 
     runs, inits = [], []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         init = None
         if args.init == "gt":
             tic = time.perf_counter()

@@ -8,17 +8,13 @@ is left out because it doubles the cost per image and a deployer may choose not 
 call on the mirrored crops, then ``pipeline.flip.flip_heatmaps`` with the sidecar's permutation and HRNet's
 one-pixel shift.
 
-Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript), opset 18 by default. Measured on this
-2-core CPU with torch 2.14 (random weights, 2 threads): both torch exporters work for the three families, give
-the same heatmaps under ONNX Runtime (max |diff| <= 5e-6 vs PyTorch; 1e-13 for the near-zero outputs of untrained
-HRNet/ResNet heads) and the same ORT speed (batch 1: hg4_128 91 vs 91 ms, HRNet-W32 493 vs 452 ms, ResNet-50 259
-vs 262 ms). They differ in export time, dynamo taking 10-45 s against 0.4-16 s (hg4_128 26 s vs 12 s, HRNet-W32
-41-44 s vs 5 s, ResNet-50 10-17 s vs 2-5 s, under a varying load), and in future: the TorchScript-based exporter
-(``dynamo=False``) warns that it is deprecated and will be removed. An export is run once per checkpoint, so
-the dynamo one wins. Opset 18 is the opset its operator library is written for: lower opsets go through a version
-converter that may fail (the sidecar records the opset the file really has; verification catches a bad
-conversion), higher ones gain nothing for these convolutional nets. The example batch is 2, because torch.export
-specialises a dimension of size 1.
+Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript), opset 18 by default. On this 2-core CPU
+with torch 2.14 both torch exporters work for the three families and give the same heatmaps under ONNX Runtime
+(max |diff| <= 5e-6 against PyTorch); the dynamo one is slower to export (about 9 s against 1.6 s for the tiny
+hourglass, 38 s against 6 s for HRNet-W32) but the TorchScript-based one (``dynamo=False``) is deprecated, and an
+export runs once per checkpoint. Opset 18 is the one onnxscript's operators are written for (lower ones go through
+a version converter; the sidecar records the opset the file really has). The example batch is 2, because
+torch.export specialises a dimension of size 1.
 
 TorchScript: ``torch.jit.trace`` of the same wrapper in eval mode, saved with ``torch.jit.save``. torch 2.14 marks
 TorchScript as deprecated; it is kept for libtorch (C++) deployments, and its deprecation warnings are silenced here
