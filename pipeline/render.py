@@ -301,7 +301,7 @@ def _index_html(cache: TeacherTargetCache, rendered: list[RenderedSample], unrea
 td,th{{border:1px solid #444;padding:2px 8px;text-align:left}} figure{{display:inline-block;margin:6px}}
 figcaption{{font-size:12px;max-width:340px}}</style></head><body>
 <h1>Teacher cache</h1><p>{esc(summary.path)}: {summary.num_samples} samples ({summary.labelled} labelled,
-{summary.unlabeled} unlabeled), {summary.num_shards} shards, {summary.disk_bytes / 1e6:.2f} MB,
+{summary.unlabeled} unlabeled), {summary.num_shards} shards, {summary.disk_bytes / 2**20:.1f} MiB,
 {summary.bytes_per_sample:.0f} bytes/sample, {summary.num_superseded} superseded records.</p>
 <h2>Provenance</h2><table>{prov_rows}</table>
 <h2>Samples per source</h2><table>{source_rows}</table>

@@ -75,7 +75,7 @@ def _inspect(args: argparse.Namespace) -> int:
           f"{summary.num_superseded} superseded records hidden)")  # fmt: skip
     for source, count in summary.per_source.items():
         print(f"  {source}: {count}")
-    print(f"disk: {summary.disk_bytes / 1e6:.2f} MB in {summary.num_shards} shards, "
+    print(f"disk: {summary.disk_bytes / 2**20:.1f} MiB in {summary.num_shards} shards, "
           f"{summary.bytes_per_sample:.0f} bytes/sample")  # fmt: skip
     for name, reason in summary.damaged_shards:
         print(f"  DAMAGED {name}: {reason}")
