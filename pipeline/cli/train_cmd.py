@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--print-recipe", action="store_true",
         help="print the fully resolved recipe (batch per process, lr by epoch, init, augmentation, loss) and exit",
     )
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU training: torch threads (default: the cores minus the loader workers, at least 1)")
     parser.add_argument("--world-size", type=int, default=1, metavar="N",
                         help="with --print-recipe: the number of training processes (torchrun's WORLD_SIZE)")
     parser.set_defaults(func=run)
@@ -46,9 +48,21 @@ def run(args: argparse.Namespace) -> int:
         summary = recipe_summary(config, resolve_recipe(config, args.world_size))
         print(json.dumps(summary, indent=1) if args.json else yaml.safe_dump(summary, sort_keys=False), end="")
         return 0
+    from pipeline.runtime import cpu_threads_beside, resolve_device, set_torch_threads
     from pipeline.training.loop import train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        on_cpu = resolve_device(config.device).type == "cpu"
+    except ValueError:
+        on_cpu = False  # train() refuses the device, naming the recipe field
+    if on_cpu:
+        threads = args.threads or cpu_threads_beside(config.data.workers)
+        set_torch_threads(threads)
+        logging.getLogger(__name__).info(
+            "CPU: %d torch thread(s) beside %d loader worker(s) on %d core(s)%s", threads, config.data.workers,
+            cpu_threads_beside(0), "" if args.threads else " (--threads N to change)",
+        )  # fmt: skip
     try:
         result = train(config, overwrite=args.overwrite)
     except KeyboardInterrupt:

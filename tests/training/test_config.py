@@ -137,3 +137,12 @@ def test_ground_truth_only_recipe_needs_no_teacher(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_recipes_load(name: str) -> None:
     load_config(CONFIGS / name)
+
+
+def test_cpu_threads_leave_a_core_to_each_loader_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from pipeline.runtime import cpu_threads_beside
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3, 4, 5, 6, 7}, raising=False)
+    assert [cpu_threads_beside(w) for w in (0, 2, 7, 8, 12)] == [8, 6, 1, 1, 1]
