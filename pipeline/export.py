@@ -11,10 +11,10 @@ one-pixel shift.
 Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript), opset 18 by default. On this 2-core CPU
 with torch 2.14 both torch exporters work for the three families and give the same heatmaps under ONNX Runtime
 (max |diff| <= 5e-6 against PyTorch); the dynamo one is slower to export (about 9 s against 1.6 s for the tiny
-hourglass, 38 s against 6 s for HRNet-W32) but the TorchScript-based one (``dynamo=False``) is deprecated, and an
-export runs once per checkpoint. Opset 18 is the one onnxscript's operators are written for (lower ones go through
-a version converter; the sidecar records the opset the file really has). The example batch is 2, because
-torch.export specialises a dimension of size 1.
+hourglass, 20-40 s against 6 s for HRNet-W32, by load), but the TorchScript-based one (``dynamo=False``) is
+deprecated, and an export runs once per checkpoint. Opset 18 is the one onnxscript's operators are written for
+(lower ones go through a version converter; the sidecar records the opset the file really has). The example batch
+is 2, because torch.export specialises a dimension of size 1.
 
 TorchScript: ``torch.jit.trace`` of the same wrapper in eval mode, saved with ``torch.jit.save``. torch 2.14 marks
 TorchScript as deprecated; it is kept for libtorch (C++) deployments, and its deprecation warnings are silenced here
