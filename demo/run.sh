@@ -60,7 +60,14 @@ echo "== generating data; training the two tiny teachers side by side (while the
 CHILDREN="$!"
 "$BIN/python" demo/demo.py teacher coco >"$OUT/logs/teacher_coco.log" 2>&1 &
 CHILDREN="$CHILDREN $!"
-for pid in $CHILDREN; do wait "$pid"; done  # set -e: a failed teacher stops the demo
+for pid in $CHILDREN; do
+  # The teachers' progress every 30 s: their last log line (phase, or epoch with loss and speed).
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 30
+    for d in mpii coco; do echo "   teacher $d: $(grep -E '^(epoch|phase)' "$OUT/logs/teacher_$d.log" | tail -n 1)"; done
+  done
+  wait "$pid"  # set -e: a failed teacher stops the demo
+done
 CHILDREN=""
 
 "$BIN/python" demo/demo.py wait-server --api "$PREFECT_API_URL" --timeout 120 \
