@@ -135,6 +135,7 @@ def train_teacher(dataset: str, sizes: DemoSizes) -> Path:
             output_dir=str(folder),
             device="cpu",
             seed=sizes.seed,
+            progress=False,  # its log gets one line per epoch, which run.sh shows
         )
         return train(config).weights
 
