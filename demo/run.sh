@@ -64,7 +64,7 @@ for pid in $CHILDREN; do
   # The teachers' progress every 30 s: their last log line (phase, or epoch with loss and speed).
   while kill -0 "$pid" 2>/dev/null; do
     sleep 30
-    for d in mpii coco; do echo "   teacher $d: $(grep -E '^(epoch|phase)' "$OUT/logs/teacher_$d.log" | tail -n 1)"; done
+    for d in mpii coco; do echo "   teacher $d: $(grep -E '^(epoch [0-9]+/|phase)' "$OUT/logs/teacher_$d.log" | tail -n 1)"; done
   done
   wait "$pid"  # set -e: a failed teacher stops the demo
 done
