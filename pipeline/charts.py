@@ -34,7 +34,13 @@ def _save(figure: Figure, out_path: str | Path) -> Path:
     return Path(out_path)
 
 
-def training_curves(log: Sequence[Mapping[str, object]], out_path: str | Path, *, title: str) -> Path:
+def training_curves(
+    log: Sequence[Mapping[str, object]],
+    out_path: str | Path,
+    *,
+    title: str,
+    final: Mapping[str, object] | None = None,
+) -> Path:
     """Loss terms, learning rate and validation metric per epoch, from the records of a run's ``log.jsonl``.
 
     Args:
@@ -42,6 +48,8 @@ def training_curves(log: Sequence[Mapping[str, object]], out_path: str | Path, *
             ``loss_ground_truth``, ``metrics``), as ``pipeline.training.loop`` writes them.
         out_path: the PNG to write.
         title: shown above the panels (e.g. the variant and preset).
+        final: the flip-test evaluation of the final weights (a metrics row with ``AP`` or ``Mean``), drawn at the
+            last epoch: runs that are not validated per epoch (the flow's students) still show where they ended.
 
     Raises:
         ValueError: ``log`` is empty.
@@ -59,7 +67,7 @@ def training_curves(log: Sequence[Mapping[str, object]], out_path: str | Path, *
     loss_axes.legend(fontsize=8)
     lr_axes.plot(epochs, [float(r["lr"]) for r in log], marker="o", markersize=3, color="tab:gray")
     lr_axes.set(title="learning rate", xlabel="epoch", yscale="log")
-    validated = [r["metrics"] for r in log if r.get("metrics")]
+    validated = [r["metrics"] for r in log if r.get("metrics")] + ([final] if final else [])
     key, label = next(((k, name) for k, name in VALIDATION_KEYS if any(k in m for m in validated)),
                       VALIDATION_KEYS[-1])  # fmt: skip
     scored = [(e, float(r["metrics"][key])) for e, r in zip(epochs, log, strict=True)
@@ -69,10 +77,17 @@ def training_curves(log: Sequence[Mapping[str, object]], out_path: str | Path, *
         for epoch, value in scored[-1:]:
             metric_axes.annotate(f"{value:.4g}", (epoch, value), textcoords="offset points", xytext=(0, 6),
                                  ha="center", fontsize=8)  # fmt: skip
-    else:
+    if final is not None and final.get(key) is not None:
+        value = float(final[key])  # type: ignore[arg-type]
+        metric_axes.plot([epochs[-1]], [value], marker="*", markersize=12, linestyle="none", color="tab:red",
+                         label="final weights")  # fmt: skip
+        metric_axes.annotate(f"{value:.4g}", (epochs[-1], value), textcoords="offset points", xytext=(0, 8),
+                             ha="center", fontsize=8)  # fmt: skip
+        metric_axes.legend(fontsize=8)
+    elif not scored:
         metric_axes.text(0.5, 0.5, "not validated during training", ha="center", va="center",
                          transform=metric_axes.transAxes, color="gray")  # fmt: skip
-    metric_axes.set(title=f"validation {label} (flip test)", xlabel="epoch")
+    metric_axes.set(title=f"{label} (flip test)", xlabel="epoch")
     for axes in (loss_axes, lr_axes, metric_axes):
         axes.grid(alpha=0.3)
     figure.suptitle(title)
@@ -112,7 +127,7 @@ def comparison_chart(rows: Sequence[Mapping[str, object]], out_path: str | Path,
         names = [("PCKh@0.5" if c == "Mean" else c) for c in columns]
         axes.set_xticks(range(len(columns)), names)
         axes.set_ylabel("PCKh@0.5 (%)" if dataset == "mpii" else "OKS")
-        axes.set_title(f"{dataset.upper()}: teacher and students (flip test)")
+        axes.set_title(dataset.upper())
         axes.grid(axis="y", alpha=0.3)
         axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         if missing:

@@ -180,8 +180,9 @@ def write_pictures(
         rows: the metric rows (``metrics_row``).
         students: one dict per trained student with ``variant``, ``preset`` and ``output_dir``.
     """
-    pictures = [("teacher and students", comparison_chart(rows, Path(output_dir) / "comparison.png",
-                                                          title=f"{Path(output_dir).name}: flip-test evaluation"))]
+    comparison = comparison_chart(rows, Path(output_dir) / "comparison.png",
+                                  title=f"{Path(output_dir).name}: teacher and students, flip test")  # fmt: skip
+    pictures = [("teacher and students", comparison)]
     for student in students:
         log_path = Path(str(student["output_dir"])) / "log.jsonl"
         if not log_path.is_file():  # trained elsewhere (torchrun left no log here): nothing to draw
@@ -189,7 +190,9 @@ def write_pictures(
         log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
         if log:
             title = f"student {student['variant']} ({student['preset']})"
-            pictures.append((title, training_curves(log, log_path.with_name("curves.png"), title=title)))
+            # its first evaluated dataset's row: where the student ended, for runs not validated per epoch
+            final = next((r for r in rows if r.get("model") == f"student {student['variant']}"), None)
+            pictures.append((title, training_curves(log, log_path.with_name("curves.png"), title=title, final=final)))
     sections = []
     for title, path in pictures:
         encoded = base64.b64encode(path.read_bytes()).decode("ascii")

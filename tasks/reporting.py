@@ -17,7 +17,8 @@ from pipeline.teacher.shards import ShardReport
 from tasks.policy import retry_unless_permanent
 
 
-@task(name="publish-metrics", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
+@task(name="publish-metrics", task_run_name="publish the metrics table",
+      retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
       retry_condition_fn=retry_unless_permanent)  # fmt: skip
 def publish_metrics(output_dir: str, rows: list[dict[str, object]]) -> str:
     """Write ``metrics.json`` to the output folder and show the rows (one per model and dataset) as a table."""
@@ -26,7 +27,8 @@ def publish_metrics(output_dir: str, rows: list[dict[str, object]]) -> str:
     return str(path)
 
 
-@task(name="publish-pictures", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
+@task(name="publish-pictures", task_run_name="draw the curves and the comparison",
+      retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
       retry_condition_fn=retry_unless_permanent)  # fmt: skip
 def publish_pictures(output_dir: str, rows: list[dict[str, object]], students: Sequence[StudentResult]) -> list[str]:
     """Draw the comparison and each student's training curves as PNGs; show them as one markdown artifact."""
@@ -36,7 +38,8 @@ def publish_pictures(output_dir: str, rows: list[dict[str, object]], students: S
     return [str(p) for p in paths]
 
 
-@task(name="publish-cache-report", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
+@task(name="publish-cache-report", task_run_name="report on the teacher cache",
+      retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE,
       retry_condition_fn=retry_unless_permanent)  # fmt: skip
 def publish_cache_report(
     output_dir: str,

@@ -61,3 +61,12 @@ def test_write_pictures_embeds_every_png_and_skips_students_without_a_log(tmp_pa
     embedded = [part.split(")", 1)[0] for part in markdown.split("](data:image/png;base64,")[1:]]
     assert [base64.b64decode(e) for e in embedded] == [p.read_bytes() for p in paths]
     assert "### student fpd (tiny_student_coco)" in markdown and "gt_only" not in markdown
+
+
+def test_curves_show_the_final_evaluation_of_a_run_not_validated_per_epoch(tmp_path):
+    unvalidated = [dict(r, metrics={}) for r in LOG]
+    plain = _pixels(training_curves(unvalidated, tmp_path / "a.png", title="student fpd"))
+    ended = _pixels(training_curves(unvalidated, tmp_path / "b.png", title="student fpd", final=ROWS[1]))
+    higher = _pixels(training_curves(unvalidated, tmp_path / "c.png", title="student fpd", final=dict(ROWS[1], AP=0.9)))
+    assert plain.shape != ended.shape or not np.array_equal(plain, ended)  # the point is drawn
+    assert ended.shape != higher.shape or not np.array_equal(ended, higher)  # where the score says
