@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one-command demo (`make demo`): CPU only, no download, everything under demo_out/ (git-ignored).
 #  1. start a Prefect server on a free loopback port, PREFECT_HOME in demo_out/ (stopped by PID on exit);
-#  2. generate MPII- and COCO-format datasets and unlabeled folders, train the two tiny teachers;
+#  2. generate MPII- and COCO-format datasets and unlabeled folders; put the two tiny teachers that come with the
+#     demo (demo/teachers) in place, or train them anew with FPD_DEMO_TRAIN_TEACHERS=1 (about 5 min more);
 #  3. register the deployments (prefect.yaml), start one worker (two runs at a time) on the `gpu` process pool;
 #  4. run distill-flow/demo for MPII and for COCO with `prefect deployment run ... --watch`; print the table;
 #  5. drop a new unlabeled folder in, run MPII again: only the new images are inferred.
@@ -46,6 +47,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# `prefect deployment run --watch` prints every event of the run; keep the state changes of the flow and its tasks
+# (and the run's URL, its reason when it fails), one line each (COLUMNS: Prefect wraps at 80 when piped).
+WATCH_NOISE='prefect\.(artifact|worker\.|flow-run\.(heartbeat|pull-step|Pending|Submitting)|task-run\.Pending)|(Parameters|Job Variables|Scheduled start time):'
+watch_run() {
+  COLUMNS=200 "$BIN/prefect" deployment run distill-flow/demo --watch "$@" | grep --line-buffered -Ev "$WATCH_NOISE"
+}
+
 # Job control (set -m) only while starting background jobs: each gets its own process group, so that
 # `kill -- -PID` stops it with its children; foreground steps stay in ours, so Ctrl-C reaches them and the trap.
 set -m
@@ -54,21 +62,29 @@ SERVER_PID=$!
 set +m
 echo "== Prefect server PID $SERVER_PID on http://127.0.0.1:$PORT (log: demo_out/logs/server.log)"
 
-echo "== generating data; training the two tiny teachers side by side (while the server starts)"
+echo "== generating data"
 "$BIN/python" demo/demo.py data
-"$BIN/python" demo/demo.py teacher mpii >"$OUT/logs/teacher_mpii.log" 2>&1 &
-CHILDREN="$!"
-"$BIN/python" demo/demo.py teacher coco >"$OUT/logs/teacher_coco.log" 2>&1 &
-CHILDREN="$CHILDREN $!"
-for pid in $CHILDREN; do
-  # The teachers' progress every 30 s: their last log line (phase, or epoch with loss and speed).
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 30
-    for d in mpii coco; do echo "   teacher $d: $(grep -E '^(epoch [0-9]+/|phase)' "$OUT/logs/teacher_$d.log" | tail -n 1)"; done
+if [ "${FPD_DEMO_TRAIN_TEACHERS:-0}" = 1 ]; then
+  echo "== training the two tiny teachers side by side (while the server starts; about 5 min)"
+  "$BIN/python" demo/demo.py teacher mpii >"$OUT/logs/teacher_mpii.log" 2>&1 &
+  CHILDREN="$!"
+  "$BIN/python" demo/demo.py teacher coco >"$OUT/logs/teacher_coco.log" 2>&1 &
+  CHILDREN="$CHILDREN $!"
+  for pid in $CHILDREN; do
+    # The teachers' progress every 30 s: their last log line (phase, or epoch with loss and speed).
+    seconds=0
+    while kill -0 "$pid" 2>/dev/null; do
+      sleep 1
+      seconds=$((seconds + 1))
+      [ $((seconds % 30)) = 0 ] || continue
+      for d in mpii coco; do echo "   teacher $d: $(grep -E '^(epoch [0-9]+/|phase)' "$OUT/logs/teacher_$d.log" | tail -n 1)"; done
+    done
+    wait "$pid"  # set -e: a failed teacher stops the demo
   done
-  wait "$pid"  # set -e: a failed teacher stops the demo
-done
-CHILDREN=""
+  CHILDREN=""
+else
+  "$BIN/python" demo/demo.py shipped-teachers
+fi
 
 "$BIN/python" demo/demo.py wait-server --api "$PREFECT_API_URL" --timeout 120 \
   || { echo "the Prefect server did not start, see $OUT/logs/server.log"; exit 1; }
@@ -83,10 +99,9 @@ set +m
 
 # The two runs share the 2 cores (one thread each): COCO is watched into a log, MPII on the terminal.
 echo "== runs 1 and 2: distill-flow/demo on COCO (watched into demo_out/logs/run_coco.log) and on MPII"
-"$BIN/prefect" deployment run distill-flow/demo --watch --flow-run-name demo-coco \
-  --params "$("$BIN/python" demo/demo.py params coco)" >"$OUT/logs/run_coco.log" 2>&1 &
+watch_run --flow-run-name demo-coco --params "$("$BIN/python" demo/demo.py params coco)" >"$OUT/logs/run_coco.log" 2>&1 &
 CHILDREN=$!
-"$BIN/prefect" deployment run distill-flow/demo --watch --flow-run-name demo-mpii
+watch_run --flow-run-name demo-mpii
 wait "$CHILDREN" || { tail -n 20 "$OUT/logs/run_coco.log"; exit 1; }
 CHILDREN=""
 tail -n 1 "$OUT/logs/run_coco.log"
@@ -94,7 +109,7 @@ tail -n 1 "$OUT/logs/run_coco.log"
 
 echo "== a new unlabeled folder is dropped in; run 3: distill-flow/demo on MPII again"
 "$BIN/python" demo/demo.py add-folder
-"$BIN/prefect" deployment run distill-flow/demo --watch --flow-run-name demo-mpii-rerun
+watch_run --flow-run-name demo-mpii-rerun
 "$BIN/python" demo/demo.py rerun-summary
 
 "$BIN/python" demo/demo.py where --api "$PREFECT_API_URL" --seconds $(($(date +%s) - START))
