@@ -53,6 +53,15 @@ WATCH_NOISE='prefect\.(artifact|worker\.|flow-run\.(heartbeat|pull-step|Pending|
 watch_run() {
   COLUMNS=200 "$BIN/prefect" deployment run distill-flow/demo --watch "$@" | grep --line-buffered -Ev "$WATCH_NOISE"
 }
+# Meanwhile, every 30 s, each dataset's newest student epoch, when it moved (their log.jsonl; demo/progress.py).
+report_students() {
+  local last="" now
+  while sleep 30; do
+    now=$("$BIN/python" demo/progress.py "$OUT/runs")
+    [ -z "$now" ] || printf '%s\n' "$now" | grep -vxF -f <(printf '%s\n' "$last") || true
+    last=$now
+  done
+}
 
 # Job control (set -m) only while starting background jobs: each gets its own process group, so that
 # `kill -- -PID` stops it with its children; foreground steps stay in ours, so Ctrl-C reaches them and the trap.
@@ -99,17 +108,20 @@ set +m
 
 # The two runs share the 2 cores (one thread each): COCO is watched into a log, MPII on the terminal.
 echo "== runs 1 and 2: distill-flow/demo on COCO (watched into demo_out/logs/run_coco.log) and on MPII"
+report_students &
+PROGRESS_PID=$!
 watch_run --flow-run-name demo-coco --params "$("$BIN/python" demo/demo.py params coco)" >"$OUT/logs/run_coco.log" 2>&1 &
-CHILDREN=$!
+CHILDREN="$PROGRESS_PID $!"
 watch_run --flow-run-name demo-mpii
-wait "$CHILDREN" || { tail -n 20 "$OUT/logs/run_coco.log"; exit 1; }
-CHILDREN=""
+wait "${CHILDREN#* }" || { tail -n 20 "$OUT/logs/run_coco.log"; exit 1; }
 tail -n 1 "$OUT/logs/run_coco.log"
 "$BIN/python" demo/demo.py table
 
 echo "== a new unlabeled folder is dropped in; run 3: distill-flow/demo on MPII again"
 "$BIN/python" demo/demo.py add-folder
 watch_run --flow-run-name demo-mpii-rerun
+kill "$PROGRESS_PID" 2>/dev/null || true
+CHILDREN=""
 "$BIN/python" demo/demo.py rerun-summary
 
 "$BIN/python" demo/demo.py where --api "$PREFECT_API_URL" --seconds $(($(date +%s) - START))

@@ -1,18 +1,21 @@
-"""The teachers shipped with the demo (demo/teachers) still fit the demo's generated data.
+"""The demo's own pieces: the teachers shipped with it (demo/teachers) still fit its generated data; the progress
+lines it prints while the students train.
 
-They were trained by ``demo/demo.py teacher`` on images that ``pipeline.data.synthetic`` generates from the demo's
-seed; a change to the generator or to the presets would leave the demo distilling from a teacher that no longer
+The teachers were trained by ``demo/demo.py teacher`` on images that ``pipeline.data.synthetic`` generates from the
+demo's seed; a change to the generator or to the presets would leave the demo distilling from a teacher that no longer
 knows its data (or no longer loads), and its table would no longer show the teacher on top.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from demo.demo import OUT, DemoSizes, dataset_parameters, install_shipped_teachers
+from demo.progress import latest_epochs
 from pipeline.data.synthetic import generate_dataset
 from pipeline.evaluation import evaluate_weights
 
@@ -37,3 +40,18 @@ def test_shipped_teacher_loads_strictly_and_knows_the_demo_data(
     metrics = evaluate_weights(teacher["preset"], weights, dataset, root, split)  # strict load, flip test
     metric, floor = FLOORS[dataset]
     assert metrics[metric] >= floor, metrics
+
+
+def test_progress_names_each_datasets_newest_student_and_its_epoch(tmp_path: Path) -> None:
+    assert latest_epochs(tmp_path / "runs") == []  # before the flows start
+    for dataset, variant, epochs in (("coco", "gt_only", 8), ("coco", "fpd_labelled", 8), ("mpii", "fpd", 6)):
+        folder = tmp_path / "runs" / dataset / "students" / f"{variant}-0123456789"
+        folder.mkdir(parents=True)
+        (folder / "recipe.yaml").write_text(f"optim:\n  lr: 0.005\n  epochs: {epochs}\n")
+        record = {"epoch": 2, "loss": 0.00123, "samples_per_s": 140.4}
+        (folder / "log.jsonl").write_text(json.dumps(dict(record, epoch=0)) + "\n" + json.dumps(record) + "\n")
+    (tmp_path / "runs" / "mpii" / "students" / "gt_only-0000000000").mkdir()  # started, no epoch yet: not newest log
+    assert latest_epochs(tmp_path / "runs") == [
+        "   coco student fpd_labelled: epoch 3/8, loss 0.00123, 140 samples/s",
+        "   mpii student fpd: epoch 3/6, loss 0.00123, 140 samples/s",
+    ]
