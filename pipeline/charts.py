@@ -58,7 +58,7 @@ def training_curves(
         raise ValueError(f"no epochs to draw for {title}")
     epochs = [int(r["epoch"]) + 1 for r in log]
     figure = Figure(figsize=(13, 3.8), layout="constrained")
-    loss_axes, lr_axes, metric_axes = figure.subplots(1, 3)
+    loss_axes, lr_axes, metric_axes = figure.subplots(1, 3, sharex=True)  # one epoch axis, even for one point
     for key, label in LOSS_SERIES:
         values = [(e, float(r[key])) for e, r in zip(epochs, log, strict=True) if r.get(key) is not None]
         if values:
@@ -87,7 +87,8 @@ def training_curves(
     elif not scored:
         metric_axes.text(0.5, 0.5, "not validated during training", ha="center", va="center",
                          transform=metric_axes.transAxes, color="gray")  # fmt: skip
-    metric_axes.set(title=f"{label} (flip test)", xlabel="epoch")
+    metric_axes.set(title=f"{label} (flip test)", xlabel="epoch", ylim=(0, None))
+    metric_axes.set_ylim(top=metric_axes.get_ylim()[1] * 1.1)  # room for the last value's label
     for axes in (loss_axes, lr_axes, metric_axes):
         axes.grid(alpha=0.3)
     figure.suptitle(title)
