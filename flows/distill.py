@@ -137,9 +137,9 @@ def run_distillation(params: DistillParams) -> dict[str, object]:
 
 
 def _models(params: DistillParams, trained: dict[str, StudentResult]) -> list[tuple[str, str, str, str]]:
-    """``(label, preset, weights, init)`` of every model in the table: the teacher (not trained here: init ``-``),
-    then each student."""
-    return [("teacher", params.teacher.preset, params.teacher.checkpoint, "-")] + [
+    """``(label, preset, weights, init)`` of every model in the table: the teacher (not trained here: init
+    ``given checkpoint``), then each student."""
+    return [("teacher", params.teacher.preset, params.teacher.checkpoint, "given checkpoint")] + [
         (f"student {variant}", result.preset, result.weights, result.init) for variant, result in trained.items()
     ]
 

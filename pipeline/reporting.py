@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.charts import comparison_chart, training_curves
 from pipeline.detection.run import DetectionRun
+from pipeline.metrics.coco import STATS_KEYS
 from pipeline.render import render_cache
 from pipeline.teacher.discovery import Discovery
 from pipeline.teacher.shards import ShardReport
@@ -23,8 +24,8 @@ HEADLINE = {"mpii": ("Mean", "Mean@0.1"), "coco": ("AP", "AP .5", "AP .75", "AR"
 
 
 def metrics_row(label: str, preset: str, dataset: str, metrics: dict[str, float], *, init: str) -> dict[str, object]:
-    """One table row: the model, where its training started (``init``; ``-`` for the teacher), then every metric
-    rounded for display (``metrics.json`` keeps the same)."""
+    """One table row: the model, where its training started (``init``), then every metric rounded for display
+    (``metrics.json`` keeps the same)."""
     return {"model": label, "preset": preset, "init": init, "dataset": dataset,
             **{k: round(v, 4) for k, v in metrics.items()}}  # fmt: skip
 
@@ -44,6 +45,12 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
             values = "".join(f"{float(row.get(c, float('nan'))):>10.4f}" for c in columns)
             lines.append(f"  {row['model']!s:<26}{values}  {row.get('init', '-')}")
     return "\n".join(lines)
+
+
+def table_columns(row: Mapping[str, object]) -> dict[str, object]:
+    """A metrics row without COCO's AR breakdown (AR .5, .75, M, L; ``metrics.json`` keeps them), so that the UI's
+    table fits a 1600-pixel window."""
+    return {key: value for key, value in row.items() if key not in STATS_KEYS[6:]}
 
 
 def write_metrics(output_dir: str | Path, rows: Sequence[dict[str, object]]) -> Path:

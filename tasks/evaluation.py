@@ -27,7 +27,7 @@ def score_model(
     device: str = "auto",
 ) -> dict[str, object]:
     """Score ``weights`` (a ``preset`` network) on ``root``'s ``split``, flip test on; return its table row
-    (``init``: where the model's training started, or ``-``)."""
+    (``init``: where the model's training started)."""
     metrics = evaluate_weights(preset, weights, dataset, root, split, detections=detections, batch_size=batch_size,
                                device=resolve_device(device))  # fmt: skip
     return metrics_row(label, preset, dataset, metrics, init=init)

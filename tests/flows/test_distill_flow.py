@@ -109,7 +109,7 @@ def test_distill_flow_fills_cache_trains_scores_and_reruns_incrementally(
 
     # Each student's start is in the table, the result and run.json; the FPD student fine-tuned gt_only's weights.
     gt_weights = result["students"]["gt_only"]
-    assert [r["init"] for r in rows] == ["-", "scratch", "gt_only student"]
+    assert [r["init"] for r in rows] == ["given checkpoint", "scratch", "gt_only student"]
     assert result["inits"] == {"gt_only": "scratch", "fpd": "gt_only student"}
     recorded = json.loads((tmp_path / "out" / "run.json").read_text())["students"]
     assert [(s["variant"], s["init"], s["weights"]) for s in recorded] == [
