@@ -14,8 +14,6 @@ import json
 import logging
 import shutil
 import sys
-import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,20 +185,6 @@ def add_folder(sizes: DemoSizes) -> Path:
     return folder
 
 
-def wait_healthy(api: str, timeout_s: float) -> bool:
-    """Poll ``<api>/health`` until the server answers (True) or ``timeout_s`` passes (False)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{api}/health", timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.5)
-    return False
-
-
 def cancel_running() -> int:
     """Cancel every flow run still Running or Pending (before the demo stops its worker)."""
     active = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
@@ -219,52 +203,45 @@ def _metrics(dataset: str) -> list[dict[str, object]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python demo/demo.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("data", help="generate the datasets and unlabeled folders")
+    sub.add_parser("data", help="generate the datasets and unlabeled folders; put the shipped teachers in place")
     sub.add_parser("teacher", help="train a tiny teacher on ground truth").add_argument("dataset")
-    sub.add_parser("shipped-teachers", help="put the teachers that come with the demo in place")
     sub.add_parser("params", help="print the demo parameters of a dataset as JSON").add_argument("dataset")
-    sub.add_parser("table", help="print the evaluation table of the MPII and COCO runs")
+    sub.add_parser("table", help="print the evaluation table of runs").add_argument("datasets", nargs="+")
     sub.add_parser("add-folder", help="drop a new unlabeled folder in")
-    sub.add_parser("rerun-summary", help="what the last MPII run inferred")
     sub.add_parser("cancel-running", help="cancel active flow runs")
-    wait = sub.add_parser("wait-server", help="wait until the Prefect API answers")
-    wait.add_argument("--api", required=True)
-    wait.add_argument("--timeout", type=float, default=120.0)
-    where = sub.add_parser("where", help="say where the outputs are")
-    where.add_argument("--api", default="")
-    where.add_argument("--seconds", type=int, default=0)
+    summary = sub.add_parser("summary", help="COCO's table, what the MPII re-run inferred, where the outputs are")
+    summary.add_argument("--api", default="")
+    summary.add_argument("--seconds", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     sizes = DemoSizes()
 
     if args.command == "data":
         generate_data(sizes)
-    elif args.command == "teacher":
-        # Its per-epoch lines go to the teacher's log, which run.sh shows as the teachers train.
-        logging.getLogger("pipeline.training.loop").setLevel(logging.INFO)
-        print(f"   teacher for {args.dataset}: {train_teacher(args.dataset, sizes)}")
-    elif args.command == "shipped-teachers":
         for path in install_shipped_teachers():
             meta = read_weights_metadata(path) or {}
             print(f"   teacher {meta.get('preset', '?')} ({meta.get('num_params', 0):,} parameters, shipped in "
                   f"{SHIPPED_TEACHERS.relative_to(REPO)}): {path}")
+    elif args.command == "teacher":
+        # Its per-epoch lines go to the teacher's log, which run.sh shows as the teachers train.
+        logging.getLogger("pipeline.training.loop").setLevel(logging.INFO)
+        print(f"   teacher for {args.dataset}: {train_teacher(args.dataset, sizes)}")
     elif args.command == "params":
         print(json.dumps(dataset_parameters(args.dataset)))
     elif args.command == "table":
-        print(format_table(_metrics("mpii") + _metrics("coco")))
+        print(format_table([row for dataset in args.datasets for row in _metrics(dataset)]))
     elif args.command == "add-folder":
         print(f"   new folder: {add_folder(sizes)} ({sizes.new_folder_images} images)")
-    elif args.command == "rerun-summary":
+    elif args.command == "cancel-running":
+        print(f"cancelled {cancel_running()} flow runs")
+    elif args.command == "summary":
+        print(format_table(_metrics("coco")))
         run = json.loads((OUT / "runs/mpii/run.json").read_text())
+        print("== run 3, MPII with the new folder:")
         for source in run["sources"]:
             print(f"   {source['source']}: {source['new_images']} of {source['images']} images inferred")
         print(f"   teacher inference this run: {run['inferred']} samples")
         print(format_table(_metrics("mpii")))
-    elif args.command == "wait-server":
-        return 0 if wait_healthy(args.api, args.timeout) else 1
-    elif args.command == "cancel-running":
-        print(f"cancelled {cancel_running()} flow runs")
-    elif args.command == "where":
         ui = args.api.removesuffix("/api")
         print(f"== done in {args.seconds} s")
         print(f"   Prefect UI (while a server runs on it): {ui}  (database: {OUT}/prefect_home)")

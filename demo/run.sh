@@ -4,8 +4,9 @@
 #  2. generate MPII- and COCO-format datasets and unlabeled folders; put the two tiny teachers that come with the
 #     demo (demo/teachers) in place, or train them anew with FPD_DEMO_TRAIN_TEACHERS=1 (about 5 min more);
 #  3. register the deployments (prefect.yaml), start one worker (two runs at a time) on the `gpu` process pool;
-#  4. run distill-flow/demo for MPII and for COCO with `prefect deployment run ... --watch`; print the table;
-#  5. drop a new unlabeled folder in, run MPII again: only the new images are inferred.
+#  4. run distill-flow/demo for MPII and for COCO with `prefect deployment run ... --watch`; print MPII's table;
+#  5. drop a new unlabeled folder in, run MPII again (only the new images are inferred) while COCO's run ends;
+#  6. print COCO's table, what the re-run inferred and its table, where everything is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -53,11 +54,11 @@ WATCH_NOISE='prefect\.(artifact|worker\.|flow-run\.(heartbeat|pull-step|Pending|
 watch_run() {
   COLUMNS=200 "$BIN/prefect" deployment run distill-flow/demo --watch "$@" | grep --line-buffered -Ev "$WATCH_NOISE"
 }
-# Meanwhile, every 30 s, each dataset's newest student epoch, when it moved (their log.jsonl; demo/progress.py).
+# Meanwhile, every 30 s, each dataset's newest student epoch, when it moved (their log.jsonl; demo/status.py).
 report_students() {
   local last="" now
   while sleep 30; do
-    now=$("$BIN/python" demo/progress.py "$OUT/runs")
+    now=$("$BIN/python" demo/status.py students "$OUT/runs")
     [ -z "$now" ] || printf '%s\n' "$now" | grep -vxF -f <(printf '%s\n' "$last") || true
     last=$now
   done
@@ -71,10 +72,10 @@ SERVER_PID=$!
 set +m
 echo "== Prefect server PID $SERVER_PID on http://127.0.0.1:$PORT (log: demo_out/logs/server.log)"
 
-echo "== generating data"
+echo "== generating data; the tiny teachers that come with the demo"
 "$BIN/python" demo/demo.py data
 if [ "${FPD_DEMO_TRAIN_TEACHERS:-0}" = 1 ]; then
-  echo "== training the two tiny teachers side by side (while the server starts; about 5 min)"
+  echo "== training the two tiny teachers anew, side by side (while the server starts; about 4.5 min)"
   "$BIN/python" demo/demo.py teacher mpii >"$OUT/logs/teacher_mpii.log" 2>&1 &
   CHILDREN="$!"
   "$BIN/python" demo/demo.py teacher coco >"$OUT/logs/teacher_coco.log" 2>&1 &
@@ -91,11 +92,9 @@ if [ "${FPD_DEMO_TRAIN_TEACHERS:-0}" = 1 ]; then
     wait "$pid"  # set -e: a failed teacher stops the demo
   done
   CHILDREN=""
-else
-  "$BIN/python" demo/demo.py shipped-teachers
 fi
 
-"$BIN/python" demo/demo.py wait-server --api "$PREFECT_API_URL" --timeout 120 \
+"$BIN/python" demo/status.py wait-server "$PREFECT_API_URL" --timeout 120 \
   || { echo "the Prefect server did not start, see $OUT/logs/server.log"; exit 1; }
 
 echo "== registering deployments and starting a worker on pool 'gpu'"
@@ -106,25 +105,25 @@ set -m
 WORKER_PID=$!
 set +m
 
-# The two runs share the 2 cores (one thread each): COCO is watched into a log, MPII on the terminal.
+# Two runs at a time on the 2 cores (one thread each): COCO is watched into a log throughout; on the terminal, MPII,
+# then (COCO's students train longer) the MPII re-run with a new folder, on the core MPII leaves free.
 echo "== runs 1 and 2: distill-flow/demo on COCO (watched into demo_out/logs/run_coco.log) and on MPII"
 report_students &
 PROGRESS_PID=$!
 watch_run --flow-run-name demo-coco --params "$("$BIN/python" demo/demo.py params coco)" >"$OUT/logs/run_coco.log" 2>&1 &
-CHILDREN="$PROGRESS_PID $!"
+COCO_PID=$!
+CHILDREN="$PROGRESS_PID $COCO_PID"
 watch_run --flow-run-name demo-mpii
-wait "${CHILDREN#* }" || { tail -n 20 "$OUT/logs/run_coco.log"; exit 1; }
-tail -n 1 "$OUT/logs/run_coco.log"
-"$BIN/python" demo/demo.py table
+"$BIN/python" demo/demo.py table mpii
 
-echo "== a new unlabeled folder is dropped in; run 3: distill-flow/demo on MPII again"
+echo "== a new unlabeled folder is dropped in; run 3: distill-flow/demo on MPII again (while COCO's run goes on)"
 "$BIN/python" demo/demo.py add-folder
 watch_run --flow-run-name demo-mpii-rerun
+wait "$COCO_PID" || { tail -n 20 "$OUT/logs/run_coco.log"; exit 1; }
 kill "$PROGRESS_PID" 2>/dev/null || true
 CHILDREN=""
-"$BIN/python" demo/demo.py rerun-summary
-
-"$BIN/python" demo/demo.py where --api "$PREFECT_API_URL" --seconds $(($(date +%s) - START))
+echo "== run 2, COCO: $(tail -n 1 "$OUT/logs/run_coco.log")"
+"$BIN/python" demo/demo.py summary --api "$PREFECT_API_URL" --seconds $(($(date +%s) - START))
 if [ "${FPD_DEMO_KEEP_SERVER:-0}" = 1 ]; then
   echo "== the UI stays up at ${PREFECT_API_URL%/api} until Ctrl-C"
   wait "$SERVER_PID"

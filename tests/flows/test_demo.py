@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from demo.demo import OUT, DemoSizes, dataset_parameters, install_shipped_teachers
-from demo.progress import latest_epochs
+from demo.status import latest_epochs
 from pipeline.data.synthetic import generate_dataset
 from pipeline.evaluation import evaluate_weights
 
