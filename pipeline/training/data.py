@@ -255,14 +255,22 @@ class DistillDataset(Dataset):
         self.teacher = teacher
         self.augment = augment
         self.seed = seed
-        self.epoch = 0
+        # In shared memory: persistent DataLoader workers keep the dataset they were started with, and a plain
+        # attribute set in the main process never reached them (every epoch drew epoch 0's crops).
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._flip_order = np.asarray(joint_set.flip_permutation())
         self._flipped_channels = torch.from_numpy(self._flip_order.astype(np.int64))
         self._same_channels = torch.arange(joint_set.num_joints)
 
+    @property
+    def epoch(self) -> int:
+        """The epoch whose augmentation draws the items use."""
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch's augmentation draws (call before iterating, like ``DistributedSampler.set_epoch``)."""
-        self.epoch = epoch
+        """Select the epoch's augmentation draws (call before iterating, like ``DistributedSampler.set_epoch``); the
+        DataLoader's workers, persistent ones included, see it."""
+        self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return len(self.records)

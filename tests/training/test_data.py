@@ -273,6 +273,17 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(person: SampleRecord
     assert not torch.equal(first["image"], dataset[0]["image"])
 
 
+def test_persistent_workers_draw_each_epochs_crops(person: SampleRecord) -> None:
+    dataset = _dataset(person, STRONG)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=1, persistent_workers=True)
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        (item,) = list(loader)  # the worker started at epoch 0 and was kept
+        assert torch.equal(item["image"], dataset[0]["image"]), f"epoch {epoch}"
+        assert torch.equal(item["teacher_matrix"], dataset[0]["teacher_matrix"])
+    assert dataset.epoch == 2 and not torch.equal(item["image"], _dataset(person, STRONG)[0]["image"])
+
+
 def test_unlabeled_records_have_zero_targets(person: SampleRecord) -> None:
     unlabeled = SampleRecord(source="folder/x", root=person.root, image=person.image, center=person.center,
                               scale=person.scale, instance_id="0")
