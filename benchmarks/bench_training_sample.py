@@ -16,9 +16,11 @@ at the joints with teacher-like peaks and noise std 0.002). Three arms, timed si
   ``ToTensor + Normalize``.
 
 Floors: the JPEG decode alone, with Pillow, with OpenCV from the file's bytes (what the ``now`` arm decodes with),
-and with ``cv2.imread`` (HRNet's). One thread everywhere (torch, OpenCV); each round runs every timing once over the
-12 samples (``--passes`` times), in reversed order every other round; the figures are medians over ``--rounds``.
-The pixel differences between the arms are measured on every sample drawn.
+and with ``cv2.imread`` (HRNet's). One thread everywhere (torch, OpenCV). Each round runs every timing over the 12
+samples (``--passes`` times): the whole samples and the floors take turns sample by sample (in alternating order),
+the breakdown's steps one after the other (in reversed order every other round). The figures are medians over
+``--rounds``; the goal's ratios are also given as the median of the per-round ratios. The pixel differences between
+the arms are measured on every sample drawn.
 
     PYTHONPATH=. python benchmarks/bench_training_sample.py [--rounds 11] [--hrnet-root DIR] [--json-out FILE]
 """
@@ -246,9 +248,20 @@ def round_timings(
         per_sample[("hrnet", "__getitem__")] = lambda i: hrnet[i]
         np.random.seed(epoch)
         random.seed(epoch)
-    order = list(per_sample.items()) + [(key, None) for key in per_batch]
-    result = {}
-    for key, fn in reversed(order) if reverse else order:
+    # The whole samples and the decode floors are compared: they take turns sample by sample, so that a change of
+    # the machine's load hits them alike; the breakdown's steps are timed one after the other over all samples.
+    headline = [key for key in per_sample if key[0] in ("floor", "hrnet") or key[1].startswith("__getitem__")]
+    result = dict.fromkeys(headline, 0.0)
+    for _ in range(passes):
+        for i in range(len(records)):
+            turn = headline[::-1] if (i + reverse) % 2 else headline
+            for key in turn:
+                start = time.perf_counter()
+                per_sample[key](i)
+                result[key] += time.perf_counter() - start
+    result = {key: value * 1e3 / (passes * len(records)) for key, value in result.items()}
+    steps = [(key, fn) for key, fn in per_sample.items() if key not in result] + [(key, None) for key in per_batch]
+    for key, fn in reversed(steps) if reverse else steps:
         start = time.perf_counter()
         for _ in range(passes):
             if fn is None:
@@ -314,11 +327,17 @@ def run(args: argparse.Namespace) -> dict:
             rounds.append(round_timings(records, datasets, targets, hrnet, r, args.passes, r % 2 == 1, pixels))
             load.append(os.getloadavg()[0])
     medians = {f"{arm}/{step}": statistics.median(t[(arm, step)] for t in rounds) for arm, step in rounds[0]}
+    paired = {f"{arm}_over_floor": statistics.median(t[(arm, name)] / t[("floor", "OpenCV decode")] for t in rounds)
+              for arm, name in (("now", "__getitem__"), ("before", "__getitem__"))}  # fmt: skip
+    if hrnet is not None:
+        paired["now_over_hrnet"] = statistics.median(t[("now", "__getitem__")] / t[("hrnet", "__getitem__")]
+                                                     for t in rounds)  # fmt: skip
     return {"setting": {"images": 4, "persons": len(records), "input_size": INPUT, "heatmap_size": HEATMAP,
                         "rounds": args.rounds, "passes": args.passes, "threads": 1, "cpu_count": os.cpu_count(),
                         "torch": torch.__version__, "opencv": cv2.__version__, "pillow": Image.__version__,
                         "hrnet_root": str(args.hrnet_root) if args.hrnet_root else None},
-            "median_ms_per_sample": medians, "summary": summarize(medians), "pixels": summarize_pixels(pixels),
+            "median_ms_per_sample": medians, "summary": summarize(medians), "median_of_round_ratios": paired,
+            "pixels": summarize_pixels(pixels),
             "load_1min": load}  # fmt: skip
 
 
@@ -364,6 +383,8 @@ def format_table(result: dict) -> str:
                  f"before / Pillow floor: {s['before_over_pillow_floor']:.2f}x")  # fmt: skip
     if s["hrnet_ms"] is not None:
         lines.append(f"now / HRNet: {s['now_over_hrnet']:.2f}x (goal <= 1: {s['goal_hrnet_met']})")
+    lines.append("median of the rounds' ratios: " + ", ".join(f"{k} {v:.2f}x"
+                                                             for k, v in result["median_of_round_ratios"].items()))
     lines.append(f"crop, OpenCV vs Pillow warp (grey levels): max {px['crop_diff_max']:.0f} mean "
                  f"{px['crop_diff_mean']:.3f}; interior max {px['crop_diff_interior_max']:.0f} mean "
                  f"{px['crop_diff_interior_mean']:.3f} ({px['crop_diff_interior_share_nonzero']:.1%} of pixels "
