@@ -10,6 +10,7 @@ HRNet's ``JointsDataset.__getitem__`` flips the image array (``x -> width - 1 - 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,10 +147,11 @@ def sample_crop(
         if box is not None:
             center, scale = box
     sf, rf = cfg.scale_factor, cfg.rotation_factor
-    zoom = float(np.clip(rng.standard_normal() * sf + 1.0, 1.0 - sf, 1.0 + sf))
+    # min/max: np.clip's values, without its dispatch on Python floats (a good share of a sample's Python time)
+    zoom = min(max(float(rng.standard_normal()) * sf + 1.0, 1.0 - sf), 1.0 + sf)
     rotation = 0.0
     if rng.random() <= cfg.rotation_prob:
-        rotation = float(np.clip(rng.standard_normal() * rf, -2.0 * rf, 2.0 * rf))
+        rotation = min(max(float(rng.standard_normal()) * rf, -2.0 * rf), 2.0 * rf)
     flip = bool(cfg.flip and rng.random() <= cfg.flip_prob)
     return CropParams(
         center=(float(center[0]), float(center[1])),
@@ -205,9 +207,25 @@ def transform_joints(
         joints (K, 2) float32 in destination pixels and visibility (K,) float32.
     """
     matrix = crop_params_matrix(params, output_size, image_width)
+    return move_joints(joints, visibility, matrix, joint_set.flip_permutation() if params.flip else None)
+
+
+def move_joints(
+    joints: np.ndarray, visibility: np.ndarray, matrix: np.ndarray, flip_permutation: Sequence[int] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`transform_joints` with the crop's matrix at hand (a training sample has it from its image warp).
+
+    Args:
+        joints: (K, 2) joint positions in image pixels.
+        visibility: (K,) visibility.
+        matrix: (2, 3) image-to-crop matrix (``crop_params_matrix``).
+        flip_permutation: the channel order of a flipped crop (``JointSet.flip_permutation()``), None unflipped.
+
+    Returns:
+        joints (K, 2) float32 in crop pixels and visibility (K,) float32.
+    """
     moved = geometry.apply_affine(np.asarray(joints, dtype=np.float64), matrix)
     vis = np.asarray(visibility, dtype=np.float32).copy()
-    if params.flip:
-        perm = joint_set.flip_permutation()
-        moved, vis = moved[perm], vis[perm]
+    if flip_permutation is not None:
+        moved, vis = moved[flip_permutation], vis[flip_permutation]
     return moved.astype(np.float32), vis

@@ -60,7 +60,9 @@ class HeatmapCodec:
     def __repr__(self) -> str:
         return f"HeatmapCodec(input_size={self.input_size}, heatmap_size={self.heatmap_size}, sigma={self.sigma})"
 
-    def encode(self, joints: np.ndarray, visibility: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode(
+        self, joints: torch.Tensor | np.ndarray, visibility: torch.Tensor | np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[np.ndarray, np.ndarray]:
         """HRNet's Gaussian targets (``JointsDataset.generate_target``), vectorised over samples and joints.
 
         The peak sits on the integer pixel ``int(x / stride + 0.5)``; the Gaussian is drawn inside HRNet's
@@ -71,40 +73,49 @@ class HeatmapCodec:
         hands visibility over unchanged, so the training data's ``target_weight`` (GT and teacher term alike)
         is HRNet's ``target_weight``.
 
+        Computed in float64 on the joints' device (the training step encodes its batch on the accelerator), the
+        maps rounded to float32 once.
+
         Args:
-            joints: (N, K, 2) or (K, 2) joint positions in input-crop pixels.
+            joints: (N, K, 2) or (K, 2) joint positions in input-crop pixels, tensor or array.
             visibility: (N, K) or (K,) visibility; > 0.5 means visible.
 
         Returns:
-            targets (N, K, H, W) float32 and weights (N, K) float32 (no N axis for (K, 2) input).
+            targets (N, K, H, W) float32 and weights (N, K) float32 (no N axis for (K, 2) input), tensors on the
+            joints' device for tensor input, arrays for array input.
         """
-        joints = np.asarray(joints, dtype=np.float64)
-        visibility = np.asarray(visibility, dtype=np.float64)
+        as_array = not isinstance(joints, torch.Tensor)
+        joints = torch.as_tensor(joints, dtype=torch.float64)
+        visibility = torch.as_tensor(visibility, dtype=torch.float64, device=joints.device)
         single = joints.ndim == 2
         if single:
             joints, visibility = joints[None], visibility[None]
         if joints.shape[-1] != 2 or visibility.shape != joints.shape[:2]:
-            raise ValueError(f"encode expects joints (N, K, 2) and visibility (N, K), got {joints.shape}, "
-                             f"{visibility.shape}")
+            raise ValueError(f"encode expects joints (N, K, 2) and visibility (N, K), got {tuple(joints.shape)}, "
+                             f"{tuple(visibility.shape)}")
         width, height = self.heatmap_size
         radius = self.sigma * 3.0
-        # np.trunc is Python's int(): HRNet rounds with int(x + 0.5) and builds the window with int() too.
-        mu = np.trunc(joints / np.array(self.stride) + 0.5)  # (N, K, 2)
-        low = np.trunc(mu - radius)
-        high = np.trunc(mu + radius + 1.0)
+        # trunc is Python's int(): HRNet rounds with int(x + 0.5) and builds the window with int() too.
+        # Divided by Python scalars: a stride tensor would be a host-to-device copy, a sync of the training step.
+        mu = torch.trunc(torch.stack([joints[..., 0] / self.stride[0], joints[..., 1] / self.stride[1]], -1) + 0.5)
+        low = torch.trunc(mu - radius)
+        high = torch.trunc(mu + radius + 1.0)
         outside = (low[..., 0] >= width) | (low[..., 1] >= height) | (high[..., 0] < 0) | (high[..., 1] < 0)
-        weights = ((visibility > 0.5) & ~outside).astype(np.float32)
+        weights = ((visibility > 0.5) & ~outside).to(torch.float64)
 
-        def profile(axis: int, length: int) -> np.ndarray:
+        def profile(axis: int, length: int) -> torch.Tensor:
             # One separable factor of the 2-D Gaussian, cut to the window: (N, K, length).
-            pos = np.arange(length, dtype=np.float64)
+            pos = torch.arange(length, dtype=torch.float64, device=joints.device)
             centre, lo, hi = mu[..., axis, None], low[..., axis, None], high[..., axis, None]
             inside = (pos >= lo) & (pos < hi)
-            return np.where(inside, np.exp(-((pos - centre) ** 2) / (2.0 * self.sigma**2)), 0.0)
+            return torch.where(inside, torch.exp(-((pos - centre) ** 2) / (2.0 * self.sigma**2)), 0.0)
 
-        gx, gy = profile(0, width), profile(1, height)
-        targets = (gy[..., :, None] * gx[..., None, :] * weights[..., None, None]).astype(np.float32)
-        return (targets[0], weights[0]) if single else (targets, weights)
+        gx, gy = profile(0, width) * weights[..., None], profile(1, height)
+        targets = (gy[..., :, None] * gx[..., None, :]).to(torch.float32)
+        weights = weights.to(torch.float32)
+        if single:
+            targets, weights = targets[0], weights[0]
+        return (targets.cpu().numpy(), weights.cpu().numpy()) if as_array else (targets, weights)
 
     def decode(self, heatmaps: torch.Tensor | np.ndarray, method: str = "hrnet") -> tuple[torch.Tensor, torch.Tensor]:
         """Joint positions in heatmap pixels and their scores, batched, on the heatmaps' device.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -105,6 +106,18 @@ def warp_image(image: Image.Image, matrix: np.ndarray, output_size: Size, fill: 
     coeffs = (linear[0, 0], linear[0, 1], t_pil[0], linear[1, 0], linear[1, 1], t_pil[1])
     fillcolor = fill if image.mode in ("L", "F", "I") else (fill,) * len(image.getbands())
     return image.transform(output_size, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=fillcolor)
+
+
+def warp_array(image: np.ndarray, matrix: np.ndarray, output_size: Size, fill: int = 0) -> np.ndarray:
+    """Warp an (H, W, C) array with an image-to-output matrix: ``cv2.warpAffine``, bilinear, ``fill`` outside.
+
+    The matrices' convention is OpenCV's, so the crop is HRNet's own (its ``JointsDataset`` crops with this call).
+    It differs from :func:`warp_image` by OpenCV's 1/32-pixel interpolation weights inside the image and on the
+    one-pixel band along the image border, which OpenCV blends towards ``fill`` and Pillow does not
+    (docs/training.md gives the measured difference).
+    """
+    return cv2.warpAffine(image, matrix, output_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(fill,) * 4)  # fmt: skip
 
 
 BOX_PADDING = 1.25

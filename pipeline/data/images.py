@@ -17,6 +17,11 @@ is opt-in (``load_image(draft_scale=...)``, ``use_draft`` of ``pipeline.data.cro
 averages the original pixels ``k*i .. k*i + k - 1``, so its centre is the original coordinate
 ``k * i + (k - 1) / 2``: ``LoadedImage.draft_to_original`` is that matrix, to compose with
 the crop matrix.
+
+Training decodes to arrays (``load_image_array``): a plain JPEG goes to OpenCV's decoder straight from the file's
+bytes (the same libjpeg-turbo pixels as Pillow's, checked on the real sample photos, without Pillow's header
+parsing in Python); anything else goes through ``load_image``. The network input is normalised by
+``normalize_images``, on whatever device its uint8 pixels are (the training step does it on the accelerator).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -184,18 +190,91 @@ def _image_errors(path: str | Path, action: str) -> Iterator[None]:
         raise ImageDecodeError(f"{path}: {action} ({exc})") from exc
 
 
+def load_image_array(path: str | Path, color_order: str, *, exif_orientation: bool = False) -> np.ndarray:
+    """Decode an image file to an (H, W, 3) uint8 array with its channels in ``color_order``: ``load_image``'s pixels.
+
+    A JPEG of one or three components that ends with its end-of-image marker, read on its raw pixel grid, is
+    decoded by OpenCV from the file's bytes; any other file (other formats, CMYK JPEGs, whose colour conversion
+    differs from Pillow's, truncated files, EXIF orientation to apply) by ``load_image``, whose errors name the file.
+
+    Args:
+        path: image file.
+        color_order: ``"RGB"`` or ``"BGR"`` (the model preset's).
+        exif_orientation: turn the pixels upright by the EXIF orientation tag (``record.apply_exif_orientation``).
+
+    Raises:
+        ImageDecodeError: missing, unreadable, corrupt or truncated file; the message names the file and cause.
+    """
+    _check_color_order(color_order)
+    if not exif_orientation:
+        with _image_errors(path, "cannot read"):
+            data = Path(path).read_bytes()
+        if _jpeg_components(data) in (1, 3) and data.endswith(b"\xff\xd9"):
+            flag = cv2.IMREAD_COLOR_RGB if color_order == "RGB" else cv2.IMREAD_COLOR
+            array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
+            if array is not None:
+                return array
+    array = np.asarray(load_image(path, exif_orientation=exif_orientation).image)
+    return array if color_order == "RGB" else np.ascontiguousarray(array[:, :, ::-1])
+
+
+def _jpeg_components(data: bytes) -> int | None:
+    """The component count of a JPEG's frame header (1 grey, 3 YCbCr, 4 CMYK), None when ``data`` is no JPEG up to it.
+
+    Walks the marker segments from the start of the file to the first SOFn (every marker but DHT, JPG and DAC in
+    0xC0..0xCF), whose byte 9 is the count.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    pos = 2
+    while pos + 9 < len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return data[pos + 9]
+        pos += 2 + ((data[pos + 2] << 8) | data[pos + 3])
+    return None
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """Network inputs from uint8 pixels: ``(x / 255 - mean) / std`` in float32, channels first, on their device.
+
+    The ImageNet mean/std are applied in the pixels' channel order as the BGR codebases do (their mean "R" goes
+    to channel 0 whatever it holds). They enter as Python scalars, one channel at a time: mean/std tensors would
+    be host-to-device copies, each a sync of the training step.
+
+    Args:
+        images: (..., H, W, 3) uint8.
+
+    Returns:
+        (..., 3, H, W) float32, contiguous.
+    """
+    if images.dtype != torch.uint8 or images.shape[-1] != 3:
+        raise ValueError(f"normalize_images expects (..., H, W, 3) uint8 pixels, got {images.dtype} "
+                         f"{tuple(images.shape)}")  # fmt: skip
+    stats = zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)
+    return torch.stack([(images[..., c] / 255.0 - mean) / std for c, (mean, std) in enumerate(stats)], dim=-3)
+
+
 def to_tensor(crop: Image.Image, color_order: str) -> torch.Tensor:
     """A network input: (3, H, W) float32, ImageNet-normalised, channels in ``color_order``.
 
-    The one place colour order is applied: ``"BGR"`` swaps the channels first (models trained with OpenCV
-    decoding, e.g. the MPII hourglass presets), then the ImageNet mean/std are applied in that channel order
-    as those codebases do.
+    Colour order is applied once per crop, here (Pillow crops) or at decode (``load_image_array``): ``"BGR"``
+    swaps the channels first (models trained with OpenCV decoding, e.g. the MPII hourglass presets), then
+    ``normalize_images`` applies the ImageNet mean/std in that channel order as those codebases do.
     """
-    if color_order not in ("RGB", "BGR"):
-        raise ValueError(f"color_order must be 'RGB' or 'BGR', got {color_order!r}")
-    array = np.asarray(crop.convert("RGB") if crop.mode != "RGB" else crop, dtype=np.float32) / 255.0
+    _check_color_order(color_order)
+    array = np.asarray(crop.convert("RGB") if crop.mode != "RGB" else crop)
     if color_order == "BGR":
         array = array[:, :, ::-1]
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
-    std = np.asarray(IMAGENET_STD, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(((array - mean) / std).transpose(2, 0, 1)))
+    # a copy: Pillow's array is read-only, which torch.from_numpy warns about
+    return normalize_images(torch.from_numpy(np.array(array)))
+
+
+def _check_color_order(color_order: str) -> None:
+    if color_order not in ("RGB", "BGR"):
+        raise ValueError(f"color_order must be 'RGB' or 'BGR', got {color_order!r}")

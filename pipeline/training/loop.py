@@ -27,10 +27,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from models.presets import ModelPreset, get_preset
+from pipeline.codec import HeatmapCodec
 from pipeline.data.workers import worker_start_method
 from pipeline.flip import final_heatmaps
 from pipeline.runtime import load_model
 from pipeline.training.config import ConfigError, TrainConfig, add_train_arguments, config_to_dict, load_config
+from pipeline.training.data import step_inputs
 from pipeline.training.distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from pipeline.training.loss import FPDLoss
 from pipeline.training.preflight import check_recipe
@@ -115,6 +117,7 @@ def train_one_epoch(
     device: torch.device,
     precision: Precision,
     *,
+    codec: HeatmapCodec,
     teacher: nn.Module | None = None,
     use_cached_teacher: bool = True,
     channels_last: bool = False,
@@ -131,8 +134,10 @@ def train_one_epoch(
         loader: yields ``DistillDataset`` batches.
         device: where to compute.
         precision: autocast dtype and scaler.
+        codec: encodes the batch's joints into GT targets (the dataset's, ``DistillDataset.codec``).
         teacher: a teacher run on each augmented batch (reference ``teacher_online`` mode), or None.
-        use_cached_teacher: feed the batch's cached ``teacher`` heatmaps to the loss (False: no teacher term).
+        use_cached_teacher: feed the batch's cached ``teacher`` heatmaps, warped to its crops on ``device``
+            (``pipeline.training.data.step_inputs``), to the loss (False: no teacher term).
         channels_last: NHWC inputs.
         progress: show a per-step bar (pass True on rank 0 only; other ranks create none).
         epoch: shown in the bar.
@@ -149,23 +154,17 @@ def train_one_epoch(
     bar = _StepBar(total=len(loader), desc=f"epoch {epoch}", unit="step", leave=False) if progress else None
     scaler = precision.scaler
     for step, batch in enumerate(loader, start=1):
-        images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        target = batch["target"].to(device, non_blocking=True)
-        target_weight = batch["target_weight"].to(device, non_blocking=True)
-        labelled = batch["labelled"].to(device, non_blocking=True)
+        # The workers hand over uint8 crops, joints and cached maps; normalising, encoding and the teacher warp are
+        # done here, batched on the device, in float32 outside autocast.
+        inputs = step_inputs(batch, codec, device, cached_teacher=teacher is None and use_cached_teacher)
+        images = inputs.images.contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=precision.dtype or torch.float32, enabled=precision.dtype is not None):
-            seen = None  # the online teacher sees every pixel of the crop
-            if teacher is not None:
+            teacher_heatmaps, seen = inputs.teacher, inputs.teacher_seen
+            if teacher is not None:  # the online teacher sees every pixel of the crop: no seen map
                 with torch.no_grad():
                     teacher_heatmaps = final_heatmaps(teacher(images)).float()
-            elif use_cached_teacher:
-                teacher_heatmaps = batch["teacher"].to(device, non_blocking=True)
-                if "teacher_seen" in batch:  # DistillDataset always sets it; hand-made batches may not
-                    seen = batch["teacher_seen"].to(device, non_blocking=True)
-            else:
-                teacher_heatmaps = None
             output = model(images)
-            terms = criterion(output, teacher_heatmaps, target, target_weight, labelled, seen)
+            terms = criterion(output, teacher_heatmaps, inputs.target, inputs.target_weight, inputs.labelled, seen)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms.total).backward()
         scaler.step(optimizer)  # skips the step on inf/NaN gradients when enabled
@@ -272,7 +271,7 @@ def train(config: TrainConfig, *, overwrite: bool = False) -> TrainResult:
             lr = optimizer.param_groups[0]["lr"]
             tic = time.perf_counter()
             steps = train_one_epoch(
-                model, criterion, optimizer, loader, device, precision, teacher=teacher,
+                model, criterion, optimizer, loader, device, precision, codec=dataset.codec, teacher=teacher,
                 use_cached_teacher=config.data.teacher_cache is not None, channels_last=config.channels_last,
                 progress=config.progress and info.is_main, epoch=epoch,
             )

@@ -50,12 +50,9 @@ class CacheTargets:
 
     def __call__(self, record: SampleRecord) -> CachedTarget:
         item = self.dataset[self._row[record.key]]
-        return CachedTarget(
-            heatmaps=item["heatmaps"].numpy(),
-            center=(float(item["center"][0]), float(item["center"][1])),
-            scale=(float(item["scale"][0]), float(item["scale"][1])),
-            rotation=float(item["rotation"]),
-        )
+        center, scale = item["center"].tolist(), item["scale"].tolist()  # one call each, not one per element
+        return CachedTarget(heatmaps=item["heatmaps"].numpy(), center=(center[0], center[1]),
+                            scale=(scale[0], scale[1]), rotation=float(item["rotation"]))  # fmt: skip
 
     def records_of_source(self, source: str) -> list[SampleRecord]:
         """Every cached record of ``source``: an unlabeled folder's path, or a source name (``"folder/street"``).

@@ -22,7 +22,7 @@ from pipeline.data.folders import scan_unlabeled_root
 from pipeline.data.images import load_image, read_image_size, to_tensor
 from pipeline.data.mpii import load_mpii
 from pipeline.data.sources import SourceSpec, load_source_report
-from pipeline.geometry import crop_matrix, warp_image
+from pipeline.geometry import crop_matrix, warp_array, warp_image
 from pipeline.records import SampleRecord
 from pipeline.teacher.inference import teacher_provenance
 from pipeline.training.data import DistillDataset
@@ -311,7 +311,10 @@ def test_phone_photo_is_upright_in_a_folder_and_raw_as_coco_or_mpii(tmp_path: Pa
         np.testing.assert_array_equal(CropDataset([record], size, "RGB")[0]["image"], to_tensor(expected, "RGB"))
         training = DistillDataset([record], joint_set=MPII, input_size=size, heatmap_size=(4, 8), color_order="RGB",
                                   codec=HeatmapCodec(size, (4, 8)))  # fmt: skip
-        np.testing.assert_array_equal(training[0]["image"], to_tensor(expected, "RGB"))
+        # training crops with OpenCV (the raw JPEG decoded by OpenCV, the upright one by Pillow), on the same grid
+        matrix = crop_matrix(record.center, record.scale, 0.0, size)
+        np.testing.assert_array_equal(training[0]["image"], warp_array(np.asarray(picture), matrix, size))
+        assert not np.array_equal(training[0]["image"], warp_array(np.asarray(other), matrix, size))
 
 
 def test_exif_rule_is_in_the_cache_provenance_and_old_caches_are_refused(tmp_path: Path) -> None:

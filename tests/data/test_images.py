@@ -5,12 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.data import images
 from pipeline.data.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageDecodeError,
     draft_factor_for,
     load_image,
+    load_image_array,
+    normalize_images,
     read_image_size,
     to_tensor,
 )
@@ -128,3 +131,79 @@ def test_to_tensor_normalises_and_swaps_colour_order() -> None:
     np.testing.assert_allclose(bgr[:, 2, 3].numpy(), expected_bgr, rtol=1e-5)
     with pytest.raises(ValueError, match="color_order"):
         to_tensor(crop, "rgb")
+
+
+def _noise(mode: str, size: tuple[int, int] = (64, 48)) -> Image.Image:
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 4), dtype=np.uint8)
+    return Image.fromarray(pixels if mode == "CMYK" else pixels[..., :3], "CMYK" if mode == "CMYK" else "RGB")
+
+
+@pytest.mark.parametrize(
+    ("name", "save", "exif_orientation", "opencv"),
+    [
+        ("rgb420.jpg", {"quality": 90}, False, True),
+        ("rgb444.jpg", {"quality": 90, "subsampling": 0}, False, True),
+        ("progressive.jpg", {"quality": 80, "progressive": True}, False, True),
+        ("grey.jpg", {"quality": 90}, False, True),
+        ("turned.jpg", {"quality": 90}, False, True),  # EXIF orientation 6 on the raw grid: ignored, as load_image
+        ("turned.jpg", {"quality": 90}, True, False),  # ... and applied: Pillow's turn
+        ("cmyk.jpg", {"quality": 90}, False, False),  # OpenCV's CMYK conversion is not Pillow's: Pillow decodes
+        ("rgb.png", {}, False, False),
+    ],
+)
+def test_array_decode_gives_load_images_pixels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, save: dict, exif_orientation: bool, opencv: bool
+) -> None:
+    image = _noise("CMYK" if name.startswith("cmyk") else "RGB")
+    if name.startswith("grey"):
+        image = image.convert("L")
+    if name.startswith("turned"):
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        save = {**save, "exif": exif.tobytes()}
+    image.save(tmp_path / name, **save)
+    expected = np.asarray(load_image(tmp_path / name, exif_orientation=exif_orientation).image)
+    pillow_calls = []
+    real_load_image = images.load_image
+    monkeypatch.setattr(images, "load_image", lambda *a, **k: pillow_calls.append(a) or real_load_image(*a, **k))
+    rgb = load_image_array(tmp_path / name, "RGB", exif_orientation=exif_orientation)
+    bgr = load_image_array(tmp_path / name, "BGR", exif_orientation=exif_orientation)
+    assert rgb.dtype == np.uint8 and rgb.shape == expected.shape
+    np.testing.assert_array_equal(rgb, expected)
+    np.testing.assert_array_equal(bgr, expected[:, :, ::-1])
+    assert len(pillow_calls) == (0 if opencv else 2)  # which decoder ran
+
+
+def test_array_decode_of_the_real_photos_is_pillows(real_data: Path) -> None:
+    photos = sorted(real_data.glob("*/images/**/*.jpg"))
+    assert len(photos) == 9
+    for photo in photos:
+        np.testing.assert_array_equal(load_image_array(photo, "RGB"), np.asarray(load_image(photo).image))
+
+
+def test_array_decode_errors_name_the_file_and_cause(tmp_path: Path) -> None:
+    with pytest.raises(ImageDecodeError, match=r"missing\.jpg: file not found"):
+        load_image_array(tmp_path / "missing.jpg", "RGB")
+    (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8\xff" + b"not a jpeg at all" * 10 + b"\xff\xd9")
+    with pytest.raises(ImageDecodeError, match=r"junk\.jpg: not a readable image"):
+        load_image_array(tmp_path / "junk.jpg", "RGB")
+    _gradient(256, 256).save(tmp_path / "full.jpg", quality=95)
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])  # no end-of-image marker: Pillow says why
+    with pytest.raises(ImageDecodeError, match=r"cut\.jpg: cannot decode \(image file is truncated"):
+        load_image_array(tmp_path / "cut.jpg", "BGR")
+    with pytest.raises(ValueError, match="color_order"):
+        load_image_array(tmp_path / "full.jpg", "rgb")
+
+
+def test_normalize_images_is_the_imagenet_normalisation_of_each_pixel_channels_first() -> None:
+    pixels = torch.randint(0, 256, (2, 5, 4, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = normalize_images(pixels)
+    assert out.shape == (2, 3, 5, 4) and out.dtype == torch.float32
+    # the float32 arithmetic to_tensor has always done, in numpy
+    array = pixels.numpy().astype(np.float32) / 255.0
+    expected = (array - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    np.testing.assert_array_equal(out.numpy(), expected.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(to_tensor(Image.fromarray(pixels[1].numpy()), "RGB").numpy(), out[1].numpy())
+    with pytest.raises(ValueError, match="uint8"):
+        normalize_images(pixels.float())

@@ -121,6 +121,8 @@ def _our_sample(
         codec=HeatmapCodec(input_size, heatmap_size, ref["sigma"]), augment=cfg,
     )  # fmt: skip
     item = dataset[0]
+    # The GT targets are encoded in the training step, from the sample's joints in the crop.
+    item["target"], item["target_weight"] = dataset.codec.encode(item["joints"], item["visibility"])
     return item, drawn[0]
 
 

@@ -12,6 +12,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from pipeline.codec import HeatmapCodec
+from pipeline.training.data import step_inputs
 from pipeline.training.distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from pipeline.training.loop import Precision, train_one_epoch
 from pipeline.training.loss import FPDLoss
@@ -19,22 +21,31 @@ from pipeline.training.loss import FPDLoss
 WORLD, BATCH, EPOCHS, SEED = 2, 3, 2, 7
 
 
+CODEC = HeatmapCodec((16, 16), (4, 4), sigma=1.0)
+
+
 class RandomPoses(Dataset):
-    """12 fixed random samples in the DistillDataset item format (half of them unlabeled)."""
+    """12 fixed random samples in the DistillDataset item format (half of them unlabeled, a third of them with cached
+    teacher maps to shift by a pixel and mirror, the rest on their cached crop)."""
 
     def __init__(self) -> None:
         gen = torch.Generator().manual_seed(0)
-        self.images = torch.randn(12, 3, 16, 16, generator=gen)
-        self.targets = torch.rand(12, 2, 4, 4, generator=gen)
+        self.images = torch.randint(0, 256, (12, 16, 16, 3), dtype=torch.uint8, generator=gen)
+        self.joints = torch.rand(12, 2, 2, generator=gen) * 16
         self.teacher = torch.rand(12, 2, 4, 4, generator=gen)
-        self.weights = (torch.rand(12, 2, generator=gen) > 0.2).float()
+        self.visibility = (torch.rand(12, 2, generator=gen) > 0.2).float()
 
     def __len__(self) -> int:
         return 12
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": self.images[i], "target": self.targets[i], "target_weight": self.weights[i],
-                "teacher": self.teacher[i], "labelled": i % 2 == 0, "index": i}
+        moved, labelled = i % 3 == 0, i % 2 == 0
+        matrix = torch.tensor([[-1.0, 0.0, 4.0], [0.0, 1.0, 0.0]] if moved else [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+                              dtype=torch.float64)  # fmt: skip
+        return {"image": self.images[i], "joints": self.joints[i] if labelled else torch.zeros(2, 2),
+                "visibility": self.visibility[i] if labelled else torch.zeros(2), "teacher": self.teacher[i],
+                "teacher_matrix": matrix, "teacher_channels": torch.tensor([1, 0] if moved else [0, 1]),
+                "labelled": labelled, "index": i}  # fmt: skip
 
 
 def _model() -> nn.Module:
@@ -60,7 +71,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     for epoch in range(EPOCHS):
         sampler.set_epoch(epoch)
         precision = Precision.from_config("none", torch.device("cpu"))  # the loop's one path, scaler disabled
-        steps = train_one_epoch(model, FPDLoss(), optimizer, loader, torch.device("cpu"), precision)
+        steps = train_one_epoch(model, FPDLoss(), optimizer, loader, torch.device("cpu"), precision, codec=CODEC)
         curve.append(all_reduce_mean(steps["loss"]))  # the loop logs the mean over ranks
     if info.is_main:
         torch.save({"state": model.module.state_dict(), "curve": torch.cat(curve)}, Path(out) / f"rank{rank}.pt")
@@ -92,8 +103,8 @@ def test_ddp_matches_single_process_gradient_accumulation(tmp_path: Path) -> Non
             optimizer.zero_grad()
             total = 0.0
             for batch in batches:
-                out = model(batch["image"])
-                loss = criterion(out, batch["teacher"], batch["target"], batch["target_weight"], batch["labelled"])
+                x = step_inputs(batch, CODEC, torch.device("cpu"), cached_teacher=True)
+                loss = criterion(model(x.images), x.teacher, x.target, x.target_weight, x.labelled)
                 (loss.total / WORLD).backward()
                 total += loss.total.item() / WORLD
             optimizer.step()

@@ -15,12 +15,14 @@ import torch
 import yaml
 
 from models import create_from_preset
+from pipeline.data.images import normalize_images
 from pipeline.training.config import ConfigError, config_to_dict
+from pipeline.training.data import teacher_on_crops
 from pipeline.training.loop import Precision, read_log, train, train_one_epoch
 from pipeline.training.loss import FPDLoss
 from storage.checkpoints import load_checkpoint
 from tests.training.conftest import tiny_recipe
-from tests.training.test_distributed import RandomPoses
+from tests.training.test_distributed import CODEC, RandomPoses
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,7 +97,7 @@ def test_one_amp_path() -> None:
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, 4, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     loader = torch.utils.data.DataLoader(dataset, batch_size=4)
-    steps = train_one_epoch(model, FPDLoss(), optimizer, loader, cpu, bf16)
+    steps = train_one_epoch(model, FPDLoss(), optimizer, loader, cpu, bf16, codec=CODEC)
     assert steps["loss"].dtype == torch.float32 and torch.isfinite(steps["loss"]).all()
     assert model[0].weight.dtype == torch.float32
 
@@ -111,13 +113,16 @@ def test_disabled_scaler_step_is_bit_identical_to_a_plain_step() -> None:
 
     model, optimizer = fresh()
     steps = train_one_epoch(model, FPDLoss(), optimizer, loader, torch.device("cpu"),
-                            Precision.from_config("none", torch.device("cpu")))
+                            Precision.from_config("none", torch.device("cpu")), codec=CODEC)
     reference, ref_optimizer = fresh()
     reference.train()
     losses = []
     for batch in loader:
-        terms = FPDLoss()(reference(batch["image"]), batch["teacher"], batch["target"], batch["target_weight"],
-                          batch["labelled"])
+        # the step's inputs made by hand: normalised pixels, GT targets, teacher maps moved and mirrored to the crops
+        images = normalize_images(batch["image"])
+        target, target_weight = CODEC.encode(batch["joints"], batch["visibility"])
+        teacher, _ = teacher_on_crops(batch["teacher"], batch["teacher_matrix"], batch["teacher_channels"], (4, 4))
+        terms = FPDLoss()(reference(images), teacher, target, target_weight, batch["labelled"])
         ref_optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         ref_optimizer.step()
@@ -135,10 +140,10 @@ def test_progress_bar_on_rank_zero_only(capsys: pytest.CaptureFixture[str]) -> N
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     precision = Precision.from_config("none", torch.device("cpu"))
     before = threading.active_count()
-    train_one_epoch(model, FPDLoss(), optimizer, loader, torch.device("cpu"), precision, progress=False)
+    train_one_epoch(model, FPDLoss(), optimizer, loader, torch.device("cpu"), precision, codec=CODEC, progress=False)
     assert capsys.readouterr().err == ""
-    train_one_epoch(model, FPDLoss(), optimizer, loader, torch.device("cpu"), precision, progress=True, epoch=7,
-                    progress_every=3)
+    train_one_epoch(model, FPDLoss(), optimizer, loader, torch.device("cpu"), precision, codec=CODEC, progress=True,
+                    epoch=7, progress_every=3)
     err = capsys.readouterr().err
     assert "epoch 7" in err and "6/6" in err and "loss=" in err
     assert threading.active_count() == before  # no tqdm monitor thread (DataLoader workers fork after the bar)
