@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     import torch
 
 SHOWN_FAILURES = 10
+# storage.cache.COMPRESSIONS and DEFAULT_COMPRESSION, spelled out so that `fpd --help` imports no h5py or torch
+# (tests/pipeline/test_inference.py checks that they agree).
+COMPRESSION_NAMES = ("none", "lzf", "gzip1", "gzip4", "lzf-q", "gzip1-q", "u8", "lzf-u8", "gzip1-u8")
+DEFAULT_COMPRESSION = "gzip1-u8"
 
 _DESCRIPTION = """\
 Run the teacher (with flip test) over every person of the given sources and store its heatmaps and decoded
@@ -48,8 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=non_negative_int, default=2,
                         help="image decoding processes (default 2; 0 decodes in this process)")  # fmt: skip
     parser.add_argument("--shard-size", type=positive_int, default=512, help="samples per shard file (default 512)")
-    parser.add_argument("--compression", choices=("none", "lzf", "gzip1", "gzip4", "lzf-q", "gzip1-q"), default="lzf",
-                        help="shard compression (default lzf; see docs/cache.md)")  # fmt: skip
+    parser.add_argument("--compression", choices=COMPRESSION_NAMES, default=DEFAULT_COMPRESSION,
+                        help=f"shard compression (default {DEFAULT_COMPRESSION}; see docs/cache.md)")  # fmt: skip
     parser.add_argument("--decode", choices=("hrnet", "dark"), default="hrnet", help="joint decoding rule")
     parser.add_argument("--draft-decode", action="store_true",
                         help="decode JPEGs at reduced size (libjpeg draft mode) when the crop shrinks them: faster, "

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from storage.cache.index import CacheIndex, ColumnCache, build_index
 from storage.cache.manifest import load_manifest
 from storage.cache.provenance import CacheProvenance
+from storage.cache.shards import ShardHeatmaps
 
 
 class TeacherTargetDataset(Dataset):
@@ -26,7 +27,8 @@ class TeacherTargetDataset(Dataset):
 
     Item ``i`` is a dict (K joints, heatmap H x W; every value collates with the default ``collate_fn``):
 
-    * ``heatmaps``: (K, H, W) float32 teacher heatmaps;
+    * ``heatmaps``: (K, H, W) float32 teacher heatmaps (float16 or 8-bit codes on disk, see
+      ``storage.cache.shards``);
     * ``teacher_joints``: (K, 2) float32 decoded teacher joints, heatmap px; ``teacher_joints_image``: (K, 2)
       the same in image px; ``maxvals``: (K,) float32 heatmap value at each decoded joint;
     * ``source``, ``root``, ``image`` (relative to ``root``), ``instance_id``, ``fingerprint``: str;
@@ -49,7 +51,7 @@ class TeacherTargetDataset(Dataset):
         self.index: CacheIndex = build_index(self.path, manifest, ColumnCache(), check_checksums=check_checksums)
         self._pid: int | None = None
         self._files: dict[int, h5py.File] = {}
-        self._datasets: dict[int, h5py.Dataset] = {}
+        self._heatmaps_of: dict[int, ShardHeatmaps] = {}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -61,9 +63,7 @@ class TeacherTargetDataset(Dataset):
         num = self.index.numeric
         labelled = bool(num["labelled"][i])
         return {
-            # numpy, not torch: torch's conversion is faster single-threaded but splits a (K, H, W) tensor over
-            # the intra-op threads of the main process, which costs more than it saves.
-            "heatmaps": torch.from_numpy(heatmaps.astype(np.float32)),
+            "heatmaps": torch.from_numpy(heatmaps),
             "teacher_joints": torch.from_numpy(num["teacher_joints"][i].copy()),
             "teacher_joints_image": torch.from_numpy(num["teacher_joints_image"][i].copy()),
             "maxvals": torch.from_numpy(num["maxvals"][i].copy()),
@@ -82,20 +82,20 @@ class TeacherTargetDataset(Dataset):
         """Close the HDF5 files this process opened (they reopen on the next read)."""
         for f in self._files.values():
             f.close()
-        self._files, self._datasets = {}, {}
+        self._files, self._heatmaps_of = {}, {}
 
-    def _heatmaps(self, shard: int) -> h5py.Dataset:
+    def _heatmaps(self, shard: int) -> ShardHeatmaps:
         if self._pid != os.getpid():
             # A fresh process (DataLoader worker): the handles we see were opened by our parent, drop them.
-            self._files, self._datasets, self._pid = {}, {}, os.getpid()
-        dataset = self._datasets.get(shard)
-        if dataset is None:
-            f = h5py.File(self.path / self.index.shard_names[shard], "r")
-            self._files[shard] = f
-            dataset = self._datasets[shard] = f["heatmaps"]
-        return dataset
+            self._files, self._heatmaps_of, self._pid = {}, {}, os.getpid()
+        reader = self._heatmaps_of.get(shard)
+        if reader is None:
+            path = self.path / self.index.shard_names[shard]
+            f = self._files[shard] = h5py.File(path, "r")
+            reader = self._heatmaps_of[shard] = ShardHeatmaps(f, path)
+        return reader
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_files"], state["_datasets"], state["_pid"] = {}, {}, None
+        state["_files"], state["_heatmaps_of"], state["_pid"] = {}, {}, None
         return state

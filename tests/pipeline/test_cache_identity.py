@@ -23,7 +23,7 @@ from pipeline.training.config import ConfigError, config_from_dict
 from pipeline.training.sources import CacheTargets, cache_teacher, open_cache_targets, served_by_cache
 from storage.cache import TeacherTargetCache
 from storage.hashing import sha256_file
-from tests.storage.test_cache import fill, make_folder, provenance
+from tests.storage.test_cache import U8_ATOL, fill, make_folder, provenance
 
 
 def test_two_folders_of_one_name_keep_their_own_heatmaps(tmp_path: Path) -> None:
@@ -44,7 +44,7 @@ def test_two_folders_of_one_name_keep_their_own_heatmaps(tmp_path: Path) -> None
         assert [r.image for r in records] == ["img0.png", "img1.png", "img2.png"]
         assert {r.root for r in records} == {folder.resolve()}
         got = np.stack([targets(r).heatmaps for r in records])
-        np.testing.assert_allclose(got, written, atol=1e-3)
+        np.testing.assert_allclose(got, written, atol=U8_ATOL, rtol=0)
     with pytest.raises(ConfigError, match="'folder/frames' names 2 folders") as err:
         targets.records_of_source("folder/frames")
     assert str((tmp_path / "cam1" / "frames").resolve()) in str(err.value)

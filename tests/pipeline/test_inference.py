@@ -18,7 +18,7 @@ from PIL import Image
 
 from models.joints import MPII
 from models.presets import create_from_preset, get_preset
-from pipeline.cli import main
+from pipeline.cli import build_parser, infer_cmd, main
 from pipeline.codec import HeatmapCodec
 from pipeline.data.crops import CropDataset
 from pipeline.data.folders import scan_folder
@@ -28,7 +28,7 @@ from pipeline.teacher import inference
 from pipeline.teacher.inference import open_teacher_cache, run_teacher_inference, teacher_provenance
 from pipeline.teacher.plan import plan_inference, slot_of
 from pipeline.teacher.records import cached_records
-from storage.cache import CacheMismatchError, TeacherTargetCache
+from storage.cache import COMPRESSIONS, DEFAULT_COMPRESSION, CacheMismatchError, TeacherTargetCache
 from storage.checkpoints import save_weights
 
 PRESET = get_preset("tiny_teacher_mpii")
@@ -76,7 +76,8 @@ def test_stored_heatmaps_are_the_flip_average_computed_by_hand(tmp_path: Path) -
     shifted[..., 1:] = mirrored[..., :-1]  # HRNet's one-pixel shift of the flipped pass
     expected = ((direct + shifted) / 2).numpy()
     stored = torch.stack([data[i]["heatmaps"] for i in range(len(data))]).numpy()
-    np.testing.assert_allclose(stored, expected, atol=2e-3, rtol=2e-3)  # float16 storage
+    # Storage: the 8-bit default is within half a step (map range / 510, here <= 1.1e-3) plus float16 rounding.
+    np.testing.assert_allclose(stored, expected, atol=2e-3, rtol=2e-3)
     assert not np.allclose(stored, direct.numpy(), atol=2e-3)  # the flip pass really contributed
 
     codec = HeatmapCodec(PRESET.input_size, PRESET.heatmap_size)
@@ -230,6 +231,14 @@ KILLABLE = textwrap.dedent(
 )
 
 
+def test_infer_cli_offers_the_cache_compressions_and_its_default(tmp_path: Path) -> None:
+    # infer_cmd spells them out, so that `fpd --help` imports no h5py or torch.
+    assert (tuple(COMPRESSIONS), DEFAULT_COMPRESSION) == (infer_cmd.COMPRESSION_NAMES, infer_cmd.DEFAULT_COMPRESSION)
+    args = ["infer", "--teacher", PRESET.name, "--checkpoint", "c.pth", "--cache", str(tmp_path)]
+    assert build_parser().parse_args(args).compression == DEFAULT_COMPRESSION
+    assert build_parser().parse_args([*args, "--compression", "lzf"]).compression == "lzf"
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     make_images(tmp_path / "imgs", 8)
@@ -263,5 +272,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     got, want = TeacherTargetCache(killed).dataset(), reference.dataset()
     assert len(got) == len(want) == 8 and len({r.key for r in cached_records(got.index)}) == 8
     position = {r.key: i for i, r in enumerate(cached_records(want.index))}
+    # Other batch sizes may change the forward's last bits, which the 8-bit default can turn into one code step
+    # (a map's range / 255, 1e-3 to 2.1e-3 for this teacher's maps of random images) plus float16's rounding.
     for i, record in enumerate(cached_records(got.index)):
-        np.testing.assert_allclose(got[i]["heatmaps"], want[position[record.key]]["heatmaps"], atol=2e-3)
+        np.testing.assert_allclose(got[i]["heatmaps"], want[position[record.key]]["heatmaps"], atol=3e-3)

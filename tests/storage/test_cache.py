@@ -23,6 +23,7 @@ from pipeline.teacher.plan import plan_inference
 from pipeline.teacher.records import cached_records, shard_batch
 from storage.cache import (
     COMPRESSIONS,
+    DEFAULT_COMPRESSION,
     CacheLockedError,
     CacheMismatchError,
     CacheProvenance,
@@ -31,6 +32,9 @@ from storage.cache import (
 )
 
 K, HM_W, HM_H = 16, 8, 8
+U8_ATOL = 0.5 / 255 + 2.0**-12
+"""How far the default 8-bit storage reads back from maps in [0, 1): half a code step (range / 510) from the
+float16 values it codes, which are within 2**-12 of the written float32 ones."""
 
 
 def provenance(**changes: object) -> CacheProvenance:
@@ -73,12 +77,15 @@ def missing(cache: TeacherTargetCache, records: list[SampleRecord]) -> list[Samp
     return list(plan_inference(records, cache).records)
 
 
-def fill(cache: TeacherTargetCache, records: list[SampleRecord], seed: int = 0, shard_size: int = 4) -> np.ndarray:
+def fill(
+    cache: TeacherTargetCache, records: list[SampleRecord], seed: int = 0, shard_size: int = 4,
+    compression: str = DEFAULT_COMPRESSION,
+) -> np.ndarray:  # fmt: skip
     """Infer-free write of what ``cache`` lacks of ``records``; returns the heatmaps written (N, K, H, W)."""
     plan = plan_inference(records, cache)
     todo = list(plan.records)
     outputs = fake_outputs(len(todo), seed)
-    with cache.writer(shard_size=shard_size) as writer:
+    with cache.writer(shard_size=shard_size, compression=compression) as writer:
         for start in range(0, len(todo), 3):  # batches that do not align with shards
             writer.add(shard_batch(todo[start : start + 3], plan.states, *(o[start : start + 3] for o in outputs)))
     return outputs[0]
@@ -99,7 +106,7 @@ def test_round_trip_in_bounded_shards(tmp_path: Path, cache: TeacherTargetCache)
     for i in range(10):
         item = data[i]
         assert item["heatmaps"].dtype == torch.float32 and item["heatmaps"].shape == (K, HM_H, HM_W)
-        np.testing.assert_allclose(item["heatmaps"].numpy(), heatmaps[i], atol=1e-3)  # float16 storage
+        np.testing.assert_allclose(item["heatmaps"].numpy(), heatmaps[i], atol=U8_ATOL, rtol=0)
         assert item["image"] == f"img{i}.png" and item["root"] == str((tmp_path / "a").resolve())
         assert item["labelled"] == (i % 3 == 0)
     back = cached_records(data.index)
@@ -109,7 +116,8 @@ def test_round_trip_in_bounded_shards(tmp_path: Path, cache: TeacherTargetCache)
     # Provenance travels with every shard as attributes.
     with __import__("h5py").File(cache.path / manifest.shards[0].name, "r") as f:
         assert json.loads(f.attrs["provenance"])["checkpoint_sha256"] == "a" * 64
-        assert f["heatmaps"].chunks == (1, K, HM_H, HM_W) and f["heatmaps"].dtype == np.float16
+        assert f.attrs["format"] == "fpd-teacher-shard-2" and f.attrs["compression"] == DEFAULT_COMPRESSION
+        assert f["heatmaps"].chunks == (1, K, HM_H, HM_W) and f["heatmaps"].dtype == np.uint8
 
 
 def test_dataset_in_dataloader_workers(tmp_path: Path, cache: TeacherTargetCache) -> None:
@@ -118,7 +126,7 @@ def test_dataset_in_dataloader_workers(tmp_path: Path, cache: TeacherTargetCache
     data[0]  # the parent opens a handle first: the pickled dataset the workers get must not carry it
     batches = list(DataLoader(data, batch_size=3, num_workers=2, multiprocessing_context=worker_start_method(2)))
     got = torch.cat([b["heatmaps"] for b in batches]).numpy()
-    np.testing.assert_allclose(got, heatmaps, atol=1e-3)
+    np.testing.assert_allclose(got, heatmaps, atol=U8_ATOL, rtol=0)
     assert batches[0]["joints"].shape == (3, K, 2) and batches[0]["source"] == ["folder/a"] * 3
 
 
@@ -149,7 +157,7 @@ def test_edited_image_is_reinferred_and_superseded(tmp_path: Path, cache: Teache
     data = cache.dataset()
     assert len(data) == 5 and data.index.num_superseded == 1
     i = [r.key for r in cached_records(data.index)].index(edited.key)
-    np.testing.assert_allclose(data[i]["heatmaps"].numpy(), new_heatmaps[0], atol=1e-3)
+    np.testing.assert_allclose(data[i]["heatmaps"].numpy(), new_heatmaps[0], atol=U8_ATOL, rtol=0)
     assert missing(cache, records) == []
 
 
@@ -270,19 +278,25 @@ def test_writer_rejects_wrong_shapes_and_reports_background_failures(
 
 
 @pytest.mark.parametrize("compression", list(COMPRESSIONS))
-def test_every_compression_reads_back_within_float16_precision(
+def test_every_compression_reads_back_within_its_precision(
     tmp_path: Path, cache: TeacherTargetCache, compression: str
 ) -> None:
     records = make_folder(tmp_path, "a", 2)
     outputs = fake_outputs(2, 0)
     with cache.writer(compression=compression) as writer:
         writer.add(shard_batch(records, {}, *outputs))
+    spec = COMPRESSIONS[compression]
     with __import__("h5py").File(cache.path / cache.manifest().shards[0].name, "r") as f:
         assert f.attrs["compression"] == compression
+        assert f["heatmaps"].dtype == (np.uint8 if spec.uint8 else np.float16)
     got = torch.stack([item["heatmaps"] for item in cache.dataset()]).numpy()
-    # float16 rounds values below 1 by at most 2**-12; the "-q" options add at most half their quantum.
-    tolerance = 2.0**-12 + COMPRESSIONS[compression][1] / 2
-    assert np.abs(got - outputs[0]).max() <= tolerance
+    # float16 rounds values below 1 by at most 2**-12; the "-q" options add at most half their quantum, the 8-bit
+    # ones half a code step of each map's range.
+    maps = outputs[0].astype(np.float16).astype(np.float32)
+    step = np.ptp(maps, axis=(2, 3), keepdims=True) / 255 if spec.uint8 else 0.0
+    error = np.abs(got - outputs[0])
+    assert (error <= 2.0**-12 + spec.quantum / 2 + step / 2 * (1 + 1e-5)).all()
+    assert error.max() > (2.0**-12 if spec.uint8 else 0.0)  # really quantised, not stored as float16
 
 
 def test_slot_held_by_another_process_is_refused_until_it_dies(cache: TeacherTargetCache) -> None:
