@@ -49,10 +49,12 @@ class CacheTargets:
         return record.key in self._row
 
     def __call__(self, record: SampleRecord) -> CachedTarget:
-        item = self.dataset[self._row[record.key]]
-        center, scale = item["center"].tolist(), item["scale"].tolist()  # one call each, not one per element
-        return CachedTarget(heatmaps=item["heatmaps"].numpy(), center=(center[0], center[1]),
-                            scale=(scale[0], scale[1]), rotation=float(item["rotation"]))  # fmt: skip
+        # The heatmaps and the crop alone: a training sample needs nothing else of the cached item.
+        row = self._row[record.key]
+        numeric = self.dataset.index.numeric
+        center, scale = numeric["center"][row].tolist(), numeric["scale"][row].tolist()  # one call each
+        return CachedTarget(heatmaps=self.dataset.heatmaps(row), center=(center[0], center[1]),
+                            scale=(scale[0], scale[1]), rotation=float(numeric["rotation"][row]))  # fmt: skip
 
     def records_of_source(self, source: str) -> list[SampleRecord]:
         """Every cached record of ``source``: an unlabeled folder's path, or a source name (``"folder/street"``).

@@ -56,10 +56,15 @@ class TeacherTargetDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def heatmaps(self, i: int) -> np.ndarray:
+        """(K, H, W) float32 teacher heatmaps of sample ``i`` alone: what a training sample reads per item (the
+        crop it was computed on is in ``index.numeric``), without building the other fields of ``__getitem__``."""
         if not 0 <= i < len(self.index):
             raise IndexError(f"index {i} out of range for a cache of {len(self.index)} samples")
-        heatmaps = self._heatmaps(int(self.index.shard_of[i]))[int(self.index.row[i])]
+        return self._heatmaps(int(self.index.shard_of[i]))[int(self.index.row[i])]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        heatmaps = self.heatmaps(i)
         num = self.index.numeric
         labelled = bool(num["labelled"][i])
         return {

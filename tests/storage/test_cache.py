@@ -109,6 +109,9 @@ def test_round_trip_in_bounded_shards(tmp_path: Path, cache: TeacherTargetCache)
         np.testing.assert_allclose(item["heatmaps"].numpy(), heatmaps[i], atol=U8_ATOL, rtol=0)
         assert item["image"] == f"img{i}.png" and item["root"] == str((tmp_path / "a").resolve())
         assert item["labelled"] == (i % 3 == 0)
+        np.testing.assert_array_equal(data.heatmaps(i), item["heatmaps"].numpy())  # the training read, alone
+    with pytest.raises(IndexError, match="out of range"):
+        data.heatmaps(10)
     back = cached_records(data.index)
     assert [r.key for r in back] == [r.key for r in records]
     np.testing.assert_array_equal(back[3].joints, records[3].joints)
