@@ -89,7 +89,7 @@ def test_demo_deployment_runs_on_a_local_server_with_remote_shards(flow_data: di
         metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
         # No baseline asked for: gt_only still trains first, the FPD student's starting point (FPD's recipe).
         assert [(row["model"], row["init"]) for row in metrics] == [
-            ("teacher", "-"), ("student gt_only", "scratch"), ("student fpd", "gt_only student"),
+            ("teacher", "given checkpoint"), ("student gt_only", "scratch"), ("student fpd", "gt_only student"),
         ]  # fmt: skip
         shards = json.loads((tmp_path / "out" / "run.json").read_text())["shards"]
         assert [s["shard_index"] for s in shards] == [0, 1] and sum(s["new"] for s in shards) > 0
