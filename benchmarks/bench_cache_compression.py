@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
-import json
 import os
 import shutil
 import statistics
@@ -48,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.output import publish
 from models.joints import COCO, MPII
 from pipeline.codec import DECODE_METHODS, HeatmapCodec
 from pipeline.data.coco import load_coco
@@ -285,8 +285,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     loads = [sample[0] for sample in result["load"]]
     print(f"\nload (1-min average, {len(loads)} samples): min {min(loads):.2f} mean {statistics.fmean(loads):.2f} "
           f"max {max(loads):.2f} on {result['setting']['cpu_count']} cores")  # fmt: skip
-    if args.json_out is not None:
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    publish(result, None, args.json_out)
     return result
 
 

@@ -12,7 +12,6 @@ max absolute heatmap difference at batch 1 and batch N, identical decoded joints
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench_speed import realistic_weights
+from benchmarks.output import publish
 from models import get_preset
 from pipeline.export import FORMATS, export_model
 
@@ -56,8 +56,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--json-out", type=Path, help="also write the rows as JSON")
     args = parser.parse_args(argv)
     rows = run(args.presets, args.threads)
-    if args.json_out is not None:
-        args.json_out.write_text(json.dumps(rows, indent=2) + "\n")
+    publish(rows, None, args.json_out)
     return rows
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.output import publish
 from models import get_preset
 from pipeline.data.mpii import load_mpii
 from pipeline.data.synthetic import SyntheticConfig, generate_dataset
@@ -312,9 +313,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "load": load,
         "wall_seconds": time.perf_counter() - started,
     }
-    print(format_table(result))
-    if args.json_out is not None:
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    publish(result, format_table(result), args.json_out)
     return result
 
 

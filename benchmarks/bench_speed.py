@@ -24,7 +24,6 @@ Modes:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.output import publish
 from models import complexity, create_from_preset, get_preset
 from models.presets import ModelPreset
 from pipeline.flip import final_heatmaps
@@ -252,9 +252,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark, print its table and return the result (also written to ``--json-out``)."""
     args = parse_args(argv)
     result = run(args)
-    print(format_table(result))
-    if args.json_out is not None:
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    publish(result, format_table(result), args.json_out)
     return result
 
 

@@ -28,7 +28,6 @@ the arms are measured on every sample drawn.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -47,6 +46,7 @@ from torch.nn import functional as F
 from torch.utils.data import default_collate
 
 from benchmarks.bench_cache_compression import teacher_like_heatmaps
+from benchmarks.output import publish
 from models.joints import COCO
 from pipeline.augment import AugmentConfig, crop_params_matrix, sample_crop, transform_joints
 from pipeline.codec import HeatmapCodec
@@ -412,9 +412,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark, print its table and return the result (also written to ``--json-out``)."""
     args = parse_args(argv)
     result = run(args)
-    print(format_table(result))
-    if args.json_out is not None:
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    publish(result, format_table(result), args.json_out)
     return result
 
 

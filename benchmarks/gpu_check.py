@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import statistics
@@ -34,6 +33,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import bench_inference, bench_speed
+from benchmarks.output import publish
 from models import create_from_preset, get_preset
 from pipeline.data.coco import load_coco
 from pipeline.data.synthetic import SyntheticConfig, generate_dataset
@@ -222,9 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("no CUDA device here: run with --dry on a CPU machine")
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="gpu_check_"))
     result = run(setting, work)
-    print(format_table(result))
-    if args.json_out is not None:
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    publish(result, format_table(result), args.json_out)
     return 1 if any(row["status"].startswith("FAIL") for row in result["rows"]) else 0
 
 
