@@ -83,8 +83,9 @@ COCO_SCHEDULE = {"epochs": 8, "lr": 0.005, "milestones": [7], "batch_size": 4, "
 
 COCO's 24x32 heatmaps carry sigma-1 Gaussians for 17 joints, five of them on the face, where OKS tolerates less than
 a heatmap pixel: a student on ground truth alone stays at its all-zero plateau for hundreds of steps. Measured on
-the demo's data, ground-truth student alone (COCO AP): 6 epochs of 8 at lr 0.002 0.000; 12 epochs of 8 at 0.005
-0.057; 8 epochs of 4 at 0.005 0.131, at 1.33x the cost per epoch of batches of 8.
+the demo's data with the Pillow crops and float16 targets of then, ground-truth student alone (COCO AP): 6 epochs of 8
+at lr 0.002 0.000; 12 epochs of 8 at 0.005 0.057; 8 epochs of 4 at 0.005 0.131 (0.094 with today's OpenCV crops and
+8-bit targets), at 1.33x the cost per epoch of batches of 8.
 """
 
 
