@@ -8,7 +8,7 @@ The images are the real COCO and MPII sample photos (640x425 .. 1280x720 JPEGs),
 until ``--images`` is reached, scanned as an unlabeled folder (one whole-image person each).
 
 Run: ``.venv/bin/python benchmarks/bench_inference.py [--preset tiny_teacher_mpii] [--batch-size 32]
-[--images 256] [--workers 1] [--repeats 5] [--device cpu]``
+[--images 256] [--workers 1] [--repeats 5] [--device cpu] [--threads N]``
 """
 
 from __future__ import annotations
@@ -72,8 +72,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of both arms (default torch's, one per core; on the CPU, cores minus "
+                             "--workers gives each decoding worker a core of its own)")  # fmt: skip
     args = parser.parse_args()
     device = resolve_device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     preset, model = load_model(args.preset, None)
     model = model.eval().to(device).to(memory_format=torch.channels_last)
