@@ -7,8 +7,8 @@ decoding and cropping in DataLoader workers, the same forward, decoding joints a
 The images are the real COCO and MPII sample photos (640x425 .. 1280x720 JPEGs), copied under distinct names
 until ``--images`` is reached, scanned as an unlabeled folder (one whole-image person each).
 
-Run: ``.venv/bin/python benchmarks/bench_inference.py [--preset tiny_teacher_mpii] [--batch-size 32]
-[--images 256] [--workers 1] [--repeats 5] [--device cpu] [--threads N]``
+Run: ``.venv/bin/python -m benchmarks.bench_inference [--preset tiny_teacher_mpii] [--batch-size 32]
+[--images 256] [--workers 1] [--repeats 5] [--device cpu] [--threads N] [--json-out FILE]``
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.output import publish
 from models.joints import get_joint_set
 from models.presets import ModelPreset
 from pipeline.data.folders import scan_folder
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of both arms (default torch's, one per core; on the CPU, cores minus "
                              "--workers gives each decoding worker a core of its own)")  # fmt: skip
+    parser.add_argument("--json-out", type=Path, help="also write the runs and medians as JSON")
     args = parser.parse_args()
     device = resolve_device(args.device)
     if args.threads is not None:
@@ -104,6 +106,12 @@ def main() -> None:
         print(f"{r:>4} {a:18.1f} {p:15.1f} {q:17.1%}")
     print(f"{'median':>6} {statistics.median(alone):16.1f} {statistics.median(piped):15.1f} "
           f"{statistics.median(ratios):17.1%}")  # fmt: skip
+    setting = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json_out"}
+    result = {"setting": {**setting, "device": str(device), "threads": torch.get_num_threads(), "images": count},
+              "model_alone_img_s": alone, "pipeline_img_s": piped, "ratio": ratios,
+              "median": {"model_alone_img_s": statistics.median(alone), "pipeline_img_s": statistics.median(piped),
+                         "ratio": statistics.median(ratios)}}  # fmt: skip
+    publish(result, None, args.json_out)
 
 
 if __name__ == "__main__":
